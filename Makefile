@@ -1,0 +1,44 @@
+# kreplay — `make help` lists the targets.
+SHELL := /bin/bash
+GO ?= go
+BIN := bin/kreplay
+EVENTS ?= 1000000
+export KREPLAY_TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable
+
+.PHONY: help build test test-race lint fuzz demo bench soak postgres clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+build: ## build bin/kreplay
+	$(GO) build -o $(BIN) ./cmd/kreplay
+
+postgres: ## make sure the local PostgreSQL is reachable (starts/installs it if needed)
+	@bash scripts/ensure-postgres.sh
+
+test: postgres ## run the test suite against real PostgreSQL and kfake (short fault scenarios included)
+	$(GO) test -count=1 -timeout 15m ./...
+
+test-race: postgres ## the test suite with the race detector
+	$(GO) test -count=1 -race -timeout 30m ./...
+
+lint: ## gofmt, go vet, and golangci-lint when installed
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
+	$(GO) vet ./...
+	@if command -v golangci-lint >/dev/null; then golangci-lint run ./...; else echo "golangci-lint not installed; ran gofmt and go vet only"; fi
+
+fuzz: ## run each fuzz target for FUZZTIME (default 30s)
+	@for f in $$($(GO) test -list 'Fuzz.*' ./topology/ | grep ^Fuzz); do \
+		$(GO) test -run='^$$' -fuzz="^$$f$$" -fuzztime=$${FUZZTIME:-30s} ./topology/ || exit 1; done
+
+demo: postgres ## the whole story on the embedded broker and the local PostgreSQL
+	$(GO) run ./cmd/kreplay demo
+
+bench: postgres ## replay throughput side by side (EVENTS=N, default 1000000); writes bench/results.json
+	$(GO) run ./bench -events $(EVENTS)
+
+soak: postgres ## the long fault scenarios (30 kills, PostgreSQL restart, Kafka faults, 1M-event load); prints a table
+	KREPLAY_SOAK=1 $(GO) test -count=1 -timeout 90m -run 'TestFault' ./faults/
+
+clean: ## remove build output
+	rm -rf bin
