@@ -1,0 +1,354 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/kreplay/kreplay/topology"
+)
+
+// ItemKind says what applying an item means.
+type ItemKind uint8
+
+const (
+	// ItemEvent runs the event's handler, if its type has one and is applied by the version.
+	ItemEvent ItemKind = iota
+	// ItemMarker only moves the partition's position (a transaction marker, a control record).
+	ItemMarker
+	// ItemSkipped is a poison event skipped or dead-lettered by the on_error policy: it moves the
+	// position and counts as skipped.
+	ItemSkipped
+)
+
+// Item is one record of a batch, in the order it is applied.
+type Item struct {
+	Event topology.Event // Topic and Partition are always set; the rest for ItemEvent
+	Next  int64          // the partition's next offset once this item is applied
+	Kind  ItemKind
+}
+
+// ApplierConfig configures an Applier.
+type ApplierConfig struct {
+	// Key of the version: its schema is the search_path of the applier's connection.
+	Key string
+	// Definition is the version's snapshot; its handlers are run.
+	Definition topology.Definition
+	// EventTypes, when non-empty, are the only types whose handlers run (others still advance).
+	EventTypes []string
+	// Worker names the applier in pg_stat_activity (application_name kreplay:<key>:<worker>).
+	Worker string
+}
+
+// ApplyResult is what a committed batch did.
+type ApplyResult struct {
+	// State is the version's state after the batch: tailing once a replay has caught up.
+	State State
+	// Handled is the number of handler statements run.
+	Handled int
+}
+
+// Applier applies batches of one version on a connection of its own whose search_path is the
+// version's schema. It is not safe for concurrent use; parallel appliers each have their own.
+type Applier struct {
+	store    *Store
+	key      string
+	worker   string
+	handlers map[string]*topology.Handler
+	only     map[string]bool
+	conn     *pgx.Conn
+
+	folds []*foldPlan
+	own   *Prepared // Apply's
+}
+
+// Prepared is a batch ready to send: its statements built and their arguments bound. Building it
+// is the applier's CPU work; a caller can prepare batch N+1 while batch N executes (see Prepare
+// and Execute). A Prepared belongs to one Applier and is reused batch after batch.
+type Prepared struct {
+	items   []Item
+	own     []Item // Apply's copy of its caller's items
+	batch   pgx.Batch
+	args    []any
+	queued  []queued // the statements after the checkpoint, in order
+	adv     advanceArgs
+	folds   []*foldBatch
+	handled int
+}
+
+// queued is a statement of a batch: an event's handler (item >= 0) or a fold (fold >= 0).
+type queued struct {
+	item, fold int
+}
+
+// NewApplier compiles a version's handlers. It connects on first use and reconnects after a
+// connection failure.
+func (s *Store) NewApplier(cfg ApplierConfig) (*Applier, error) {
+	hs, err := cfg.Definition.ParseHandlers()
+	if err != nil {
+		return nil, err
+	}
+	folds, err := compileFolds(cfg.Definition)
+	if err != nil {
+		return nil, err
+	}
+	a := &Applier{store: s, key: cfg.Key, worker: cfg.Worker, handlers: make(map[string]*topology.Handler, len(hs)), folds: folds}
+	a.own = a.NewPrepared()
+	for t, h := range hs {
+		a.handlers[t] = &h
+	}
+	if len(cfg.EventTypes) > 0 {
+		a.only = make(map[string]bool, len(cfg.EventTypes))
+		for _, t := range cfg.EventTypes {
+			a.only[t] = true
+		}
+	}
+	return a, nil
+}
+
+func (a *Applier) connect(ctx context.Context) error {
+	if a.conn != nil && !a.conn.IsClosed() {
+		return nil
+	}
+	cfg := a.store.connConfig()
+	cfg.RuntimeParams["search_path"] = ident(a.key)
+	name := "kreplay:" + a.key
+	if a.worker != "" {
+		name += ":" + a.worker
+	}
+	cfg.RuntimeParams["application_name"] = name
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("applier %s: connect: %w", a.key, err)
+	}
+	a.conn = conn
+	return nil
+}
+
+// Close closes the applier's connection.
+func (a *Applier) Close(ctx context.Context) {
+	if a.conn != nil {
+		_ = a.conn.Close(ctx)
+		a.conn = nil
+	}
+}
+
+// Apply applies items in one transaction together with the checkpoints of the partitions they
+// belong to, for the given consumer-group generation. Errors:
+//   - ErrFenced: the generation no longer owns a partition; nothing was written.
+//   - ErrNotRunning: the version was paused, failed or removed meanwhile; nothing was written.
+//   - *HandlerError: an event's handler was refused by PostgreSQL for a reason retrying cannot
+//     fix; nothing was written, Index says which item.
+//   - otherwise see IsTransient: a connection or server problem; nothing was written.
+func (a *Applier) Apply(ctx context.Context, generation int32, items []Item) (ApplyResult, error) {
+	a.own.own = append(a.own.own[:0], items...)
+	a.Prepare(a.own, generation, a.own.own)
+	return a.Execute(ctx, a.own)
+}
+
+// NewPrepared returns an empty Prepared for this applier.
+func (a *Applier) NewPrepared() *Prepared {
+	p := &Prepared{}
+	for _, f := range a.folds {
+		p.folds = append(p.folds, &foldBatch{plan: f})
+	}
+	return p
+}
+
+// Prepare builds items into p for the given consumer-group generation. p keeps items (no copy):
+// the caller must not change them until p has executed. It only uses the applier's compiled
+// handlers, so it may run while another Prepared executes.
+func (a *Applier) Prepare(p *Prepared, generation int32, items []Item) {
+	p.items = items
+	p.batch.QueuedQueries = p.batch.QueuedQueries[:0]
+	p.queued = p.queued[:0]
+	p.args = p.args[:0]
+	p.handled = 0
+	p.adv.reset()
+	for i := range items {
+		it := &items[i]
+		var applied, skipped int64
+		switch it.Kind {
+		case ItemEvent:
+			applied = 1
+		case ItemSkipped:
+			skipped = 1
+		}
+		p.adv.add(it.Event.Topic, it.Event.Partition, it.Next, applied, skipped)
+	}
+	// The checkpoint goes first: a fenced or stopped version (paused, removed: its tables may be
+	// gone) is refused before any handler runs, and the whole pipeline is one transaction anyway.
+	p.batch.Queue("SELECT kreplay.advance($1, $2, $3, $4, $5, $6, $7)",
+		a.key, generation, p.adv.topics, p.adv.partitions, p.adv.next, p.adv.applied, p.adv.skipped)
+	for i := range items {
+		it := &items[i]
+		if it.Kind != ItemEvent {
+			continue
+		}
+		ev := &it.Event
+		h := a.handlers[ev.Type]
+		if h == nil || (a.only != nil && !a.only[ev.Type]) {
+			continue
+		}
+		start := len(p.args)
+		for _, arg := range h.Args {
+			p.args = append(p.args, ev.Arg(arg))
+		}
+		p.batch.Queue(h.Positional, p.args[start:len(p.args):len(p.args)]...)
+		p.queued = append(p.queued, queued{item: i, fold: -1})
+		p.handled++
+	}
+	for fi, f := range p.folds {
+		f.reset()
+		for i := range items {
+			it := &items[i]
+			if it.Kind == ItemEvent && f.plan.types[it.Event.Type] && (a.only == nil || a.only[it.Event.Type]) {
+				f.add(&it.Event, i)
+			}
+		}
+		if len(f.items) > 0 {
+			f.markLast(items)
+			if f.plan.ordered {
+				// Ordered aggregates sort in memory, not on disk (for this transaction only).
+				p.batch.Queue("SELECT set_config('work_mem', '64MB', true)")
+				p.queued = append(p.queued, queued{item: -1, fold: -1})
+			}
+			p.batch.Queue(f.plan.sql, f.arguments(0, len(f.items))...)
+			p.queued = append(p.queued, queued{item: -1, fold: fi})
+			p.handled += len(f.items)
+		}
+	}
+}
+
+// Execute sends a prepared batch as one transaction; see Apply for its errors. A Prepared may be
+// executed again after a transient error.
+func (a *Applier) Execute(ctx context.Context, p *Prepared) (ApplyResult, error) {
+	if len(p.items) == 0 {
+		return ApplyResult{}, nil
+	}
+	if err := a.connect(ctx); err != nil {
+		return ApplyResult{}, err
+	}
+	br := a.conn.SendBatch(ctx, &p.batch)
+	var state State
+	if err := br.QueryRow().Scan(&state); err != nil {
+		_ = br.Close()
+		return ApplyResult{}, a.classify(ctx, err, p, queued{item: -1, fold: -1})
+	}
+	for _, q := range p.queued {
+		if _, err := br.Exec(); err != nil {
+			_ = br.Close()
+			return ApplyResult{}, a.classify(ctx, err, p, q)
+		}
+	}
+	if err := br.Close(); err != nil {
+		return ApplyResult{}, a.classify(ctx, err, p, queued{item: -1, fold: -1})
+	}
+	return ApplyResult{State: state, Handled: p.handled}, nil
+}
+
+// classify turns a failed batch into one of Apply's documented errors. q is the statement that
+// failed (item and fold both -1 for the checkpoint statement).
+func (a *Applier) classify(ctx context.Context, err error, p *Prepared, q queued) error {
+	items := p.items
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if cerr := catalogError(err); cerr != err { //nolint:errorlint // identity: did catalogError translate it?
+		return cerr
+	}
+	if IsTransient(err) {
+		return fmt.Errorf("apply %s: %w", a.key, err)
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch {
+		case q.item >= 0:
+			return &HandlerError{Index: q.item, Err: fmt.Errorf("handler %q: %s", items[q.item].Event.Type, pgMessage(err))}
+		case q.fold >= 0:
+			// One statement for many events: find the event it fails on.
+			if herr := a.pinpoint(ctx, p, q.fold); herr != nil {
+				return herr
+			}
+			return fmt.Errorf("apply %s: fold %q: %s", a.key, a.folds[q.fold].table, pgMessage(err))
+		}
+		return fmt.Errorf("apply %s: checkpoint: %w", a.key, err)
+	}
+	// Not from the server (e.g. an argument pgx could not encode): find the event one by one.
+	if herr := a.pinpoint(ctx, p, -1); herr != nil {
+		return herr
+	}
+	return fmt.Errorf("apply %s: %w", a.key, err)
+}
+
+// pinpoint runs the batch's statements event by event in a transaction that is rolled back, and
+// returns the first event that fails as a *HandlerError (nil if none does). fold >= 0 probes
+// only that fold.
+func (a *Applier) pinpoint(ctx context.Context, p *Prepared, fold int) error {
+	items := p.items
+	if err := a.connect(ctx); err != nil {
+		return nil //nolint:nilerr // best effort: the caller reports the batch's own error
+	}
+	tx, err := a.conn.Begin(ctx)
+	if err != nil {
+		return nil //nolint:nilerr // as above
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // a probe, never committed
+	fail := func(i int, what string, err error) error {
+		if IsTransient(err) || ctx.Err() != nil {
+			return nil
+		}
+		return &HandlerError{Index: i, Err: fmt.Errorf("%s %q: %s", what, items[i].Event.Type, pgMessage(err))}
+	}
+	for qi, q := range p.queued {
+		bq := p.batch.QueuedQueries[qi+1] // [0] is the checkpoint
+		switch {
+		case q.item >= 0 && fold < 0:
+			if _, err := tx.Exec(ctx, bq.SQL, bq.Arguments...); err != nil {
+				return fail(q.item, "handler", err)
+			}
+		case q.fold >= 0 && (fold < 0 || fold == q.fold):
+			f := p.folds[q.fold]
+			for j, item := range f.items {
+				if _, err := tx.Exec(ctx, f.plan.sql, f.arguments(j, 1)...); err != nil {
+					return fail(item, "fold "+strconv.Quote(f.plan.table)+" of event type", err)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// advanceArgs accumulates the per-partition arguments of kreplay.advance for one batch.
+type advanceArgs struct {
+	topics     []string
+	partitions []int32
+	next       []int64
+	applied    []int64
+	skipped    []int64
+}
+
+func (a *advanceArgs) reset() {
+	a.topics, a.partitions, a.next = a.topics[:0], a.partitions[:0], a.next[:0]
+	a.applied, a.skipped = a.applied[:0], a.skipped[:0]
+}
+
+func (a *advanceArgs) add(topic string, partition int32, next, applied, skipped int64) {
+	for i := range a.topics { // a batch touches few partitions: a scan beats a map
+		if a.partitions[i] == partition && a.topics[i] == topic {
+			a.next[i] = max(a.next[i], next)
+			a.applied[i] += applied
+			a.skipped[i] += skipped
+			return
+		}
+	}
+	a.topics = append(a.topics, topic)
+	a.partitions = append(a.partitions, partition)
+	a.next = append(a.next, next)
+	a.applied = append(a.applied, applied)
+	a.skipped = append(a.skipped, skipped)
+}

@@ -1,0 +1,32 @@
+// Package store is kreplay's PostgreSQL side: the catalog, the schemas of projection versions,
+// checkpoints, the apply transaction, the view swap and verification.
+//
+// # Catalog
+//
+// The catalog lives in the schema "kreplay" and is created by numbered, embedded migrations
+// (migrations/NNN_name.sql) that [Store.Migrate] applies once each, under an advisory lock, so
+// that several instances starting together do not race. It holds projections, versions (state,
+// definition snapshot, options), checkpoints, promotions, verifications and control commands.
+//
+// # Versions and views
+//
+// Every version of a projection has its own schema named after its key, holding the tables of
+// its definition. The live schema (postgres.live_schema, "public" by default) holds one view per
+// table of the live version: SELECT * FROM <key>.<table>. Readers query the views; promotion
+// repoints them in one transaction.
+//
+// # The apply transaction
+//
+// An [Applier] owns one connection whose search_path is the version's schema, so handlers never
+// name a schema. A batch of events is sent as one pipeline that PostgreSQL runs as one implicit
+// transaction: the handlers' statements, then kreplay.advance, which moves the checkpoints of the
+// partitions the batch touched. A crash at any point therefore neither loses nor duplicates an
+// event's effect. advance also fences: it refuses the whole batch when the consumer-group
+// generation that claimed the partitions (see [Store.Claim]) is no longer the owner.
+//
+// # Identifiers
+//
+// Names that come from the config file or from commands (keys, schemas, tables) are validated by
+// the topology package and always quoted with pgx.Identifier before they reach SQL; values are
+// always parameters.
+package store

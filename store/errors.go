@@ -1,0 +1,110 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+var (
+	// ErrNotFound: no such version, projection or command.
+	ErrNotFound = errors.New("not found")
+	// ErrExists: the key (or projection version) already exists.
+	ErrExists = errors.New("already exists")
+	// ErrFenced: the caller's group generation no longer owns the partitions it writes.
+	ErrFenced = errors.New("fenced: partitions were reassigned to a newer group generation")
+	// ErrNotRunning: the version is not in a state in which it consumes (paused, failed, removed).
+	ErrNotRunning = errors.New("version is not running")
+	// ErrInvalidTransition: the command is not allowed in the version's current state.
+	ErrInvalidTransition = errors.New("invalid state transition")
+)
+
+// SQLSTATEs raised by the catalog functions (see migrations/001_catalog.sql).
+const (
+	codeFenced     = "KR001"
+	codeNotRunning = "KR002"
+)
+
+// TransitionError says which state a version was in and which ones the change needs.
+type TransitionError struct {
+	Key     string
+	Action  string
+	State   State
+	Allowed []State
+}
+
+func (e *TransitionError) Error() string {
+	allowed := make([]string, len(e.Allowed))
+	for i, s := range e.Allowed {
+		allowed[i] = string(s)
+	}
+	return fmt.Sprintf("cannot %s %s: it is %s (allowed from: %s)", e.Action, e.Key, e.State, strings.Join(allowed, ", "))
+}
+
+func (e *TransitionError) Unwrap() error { return ErrInvalidTransition }
+
+// HandlerError is an event whose handler PostgreSQL refused for a reason tied to the event or the
+// handler (bad data, constraint, missing column): retrying cannot help, the version's on_error
+// policy decides.
+type HandlerError struct {
+	// Index of the item in the batch passed to Apply.
+	Index int
+	Err   error
+}
+
+func (e *HandlerError) Error() string { return e.Err.Error() }
+func (e *HandlerError) Unwrap() error { return e.Err }
+
+// IsTransient reports whether err is worth retrying as is: the connection, the server or a
+// conflict with another transaction, not the statement or the event.
+func IsTransient(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code[:2] {
+		case "08", // connection exception
+			"40", // transaction rollback: serialization failure, deadlock
+			"53", // insufficient resources
+			"57", // operator intervention: admin shutdown, cannot connect now, query canceled
+			"58": // system error
+			return true
+		}
+		return pgErr.Code == "55P03" // lock_not_available (lock_timeout)
+	}
+	if pgconn.SafeToRetry(err) || pgconn.Timeout(err) {
+		return true
+	}
+	var netErr net.Error
+	if errors.As(err, &netErr) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return true
+	}
+	var connectErr *pgconn.ConnectError
+	if errors.As(err, &connectErr) {
+		return true
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "conn closed") || strings.Contains(msg, "conn busy") ||
+		strings.Contains(msg, "connection reset") || strings.Contains(msg, "broken pipe") ||
+		strings.Contains(msg, "unexpected EOF")
+}
+
+// catalogError maps the catalog functions' SQLSTATEs to the package's sentinels.
+func catalogError(err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case codeFenced:
+			return fmt.Errorf("%w (%s)", ErrFenced, pgErr.Message)
+		case codeNotRunning:
+			return fmt.Errorf("%w (%s)", ErrNotRunning, pgErr.Message)
+		}
+	}
+	return err
+}

@@ -1,0 +1,95 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// RemoveVersion marks a version removed, which stops its consumers on every instance. The live
+// version cannot be removed. Removing a removed version returns it unchanged (so that a remove
+// interrupted before DropVersion can be run again).
+func (s *Store) RemoveVersion(ctx context.Context, key string) (*Version, error) {
+	var after *Version
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		v, err := getVersion(ctx, tx, key, true)
+		if err != nil {
+			return err
+		}
+		if v.State == StateRemoved {
+			after = v
+			return nil
+		}
+		proj, err := getProjection(ctx, tx, v.Projection, true)
+		if err != nil {
+			return err
+		}
+		if proj.Live == key {
+			return fmt.Errorf("cannot remove %s: it is the live version of %s; promote another version (or roll back) first: %w",
+				key, v.Projection, ErrInvalidTransition)
+		}
+		if _, err := tx.Exec(ctx, `UPDATE kreplay.versions SET state = 'removed', resume_state = NULL, hold = NULL,
+			removed_at = now(), updated_at = now() WHERE key = $1`, key); err != nil {
+			return err
+		}
+		if proj.Previous == key {
+			if _, err := tx.Exec(ctx, `UPDATE kreplay.projections SET previous_version = NULL WHERE name = $1`, v.Projection); err != nil {
+				return err
+			}
+		}
+		if err := notify(ctx, tx, key); err != nil {
+			return err
+		}
+		after, err = getVersion(ctx, tx, key, false)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return after, nil
+}
+
+// DropVersion drops a removed version's schema and checkpoints. Its batches in flight finish
+// first (the schema's locks wait for them, up to a minute); later ones are refused by advance.
+func (s *Store) DropVersion(ctx context.Context, key string) error {
+	v, err := s.Version(ctx, key)
+	if err != nil {
+		return err
+	}
+	if v.State != StateRemoved {
+		return fmt.Errorf("drop %s: it is %s, not removed", key, v.State)
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	return retry(ctx, func() error {
+		return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, "SET LOCAL lock_timeout = '2s'"); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, "DROP SCHEMA IF EXISTS "+ident(key)+" CASCADE"); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, "DELETE FROM kreplay.checkpoints WHERE version = $1", key)
+			return err
+		})
+	})
+}
+
+// retry runs fn until it succeeds, fails for a reason that is not transient, or ctx ends.
+func retry(ctx context.Context, fn func() error) error {
+	backoff := 100 * time.Millisecond
+	for {
+		err := fn()
+		if err == nil || !IsTransient(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (last error: %w)", ctx.Err(), err)
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 2*time.Second)
+	}
+}

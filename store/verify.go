@@ -1,0 +1,214 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// CheckResult is one comparison between two versions.
+type CheckResult struct {
+	Kind  string `json:"kind"` // check, row_count or checksum
+	Name  string `json:"name"` // the check's query, or the table
+	Equal bool   `json:"equal"`
+	A     string `json:"a"` // the result on the first version (the live one)
+	B     string `json:"b"` // the result on the second version (the candidate)
+}
+
+// Comparison is the outcome of comparing two versions in one snapshot.
+type Comparison struct {
+	A, B    string
+	Offsets Hold // the offsets both had applied when compared
+	Results []CheckResult
+	Passed  bool
+}
+
+// Compare compares versions a and b in one snapshot (a REPEATABLE READ transaction): the
+// checks (each run with search_path set to each version's schema; results compared as
+// multisets of rows), the row count of every table both have, and, for tables with the same
+// columns, a checksum of all rows. It first checks, in the same snapshot, that both have applied
+// exactly the same offsets in the partitions they share, and fails with ErrNotAligned if not.
+func (s *Store) Compare(ctx context.Context, a, b string, checks []string) (*Comparison, error) {
+	cmp := &Comparison{A: a, B: b, Passed: true}
+	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		offsets, err := alignedOffsets(ctx, tx, a, b)
+		if err != nil {
+			return err
+		}
+		cmp.Offsets = offsets
+		for _, q := range checks {
+			ra, err := checkRows(ctx, tx, a, q)
+			if err != nil {
+				return fmt.Errorf("check %q on %s: %s", q, a, pgMessage(err))
+			}
+			rb, err := checkRows(ctx, tx, b, q)
+			if err != nil {
+				return fmt.Errorf("check %q on %s: %s", q, b, pgMessage(err))
+			}
+			cmp.add("check", q, ra, rb)
+		}
+		ta, err := columnsByTable(ctx, tx, a)
+		if err != nil {
+			return err
+		}
+		tb, err := columnsByTable(ctx, tx, b)
+		if err != nil {
+			return err
+		}
+		for _, t := range slices.Sorted(maps.Keys(ta)) {
+			colsB, ok := tb[t]
+			if !ok {
+				continue
+			}
+			var ca, cb string
+			if err := tx.QueryRow(ctx, "SELECT count(*)::text FROM "+ident(a, t)).Scan(&ca); err != nil {
+				return err
+			}
+			if err := tx.QueryRow(ctx, "SELECT count(*)::text FROM "+ident(b, t)).Scan(&cb); err != nil {
+				return err
+			}
+			cmp.add("row_count", t, ca, cb)
+			if ta[t] == colsB {
+				sa, err := checksum(ctx, tx, a, t)
+				if err != nil {
+					return err
+				}
+				sb, err := checksum(ctx, tx, b, t)
+				if err != nil {
+					return err
+				}
+				cmp.add("checksum", t, sa, sb)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return cmp, nil
+}
+
+func (c *Comparison) add(kind, name, a, b string) {
+	r := CheckResult{Kind: kind, Name: name, A: a, B: b, Equal: a == b}
+	c.Passed = c.Passed && r.Equal
+	c.Results = append(c.Results, r)
+}
+
+// ErrNotAligned: the two versions have not applied the same offsets.
+var ErrNotAligned = errors.New("versions have not applied the same offsets")
+
+func alignedOffsets(ctx context.Context, tx pgx.Tx, a, b string) (Hold, error) {
+	pos, err := positions(ctx, tx, false, a, b)
+	if err != nil {
+		return nil, err
+	}
+	out := Hold{}
+	var diff []string
+	for tp, na := range pos[a] {
+		nb, ok := pos[b][tp]
+		if !ok {
+			continue
+		}
+		if na != nb {
+			diff = append(diff, fmt.Sprintf("%s[%d] %d != %d", tp.Topic, tp.Partition, na, nb))
+		}
+		if out[tp.Topic] == nil {
+			out[tp.Topic] = map[int32]int64{}
+		}
+		out[tp.Topic][tp.Partition] = na
+	}
+	if len(diff) > 0 {
+		slices.Sort(diff)
+		return nil, fmt.Errorf("%w: %s", ErrNotAligned, strings.Join(diff, ", "))
+	}
+	return out, nil
+}
+
+// checkRows runs a check with search_path set to schema and returns its rows as a sorted list of
+// JSON texts, joined.
+func checkRows(ctx context.Context, tx pgx.Tx, schema, q string) (string, error) {
+	if _, err := tx.Exec(ctx, "SELECT set_config('search_path', $1, true)", ident(schema)); err != nil {
+		return "", err
+	}
+	q = strings.TrimRight(strings.TrimSpace(q), ";")
+	rows, err := tx.Query(ctx, "SELECT to_jsonb(q)::text FROM ("+q+") AS q")
+	if err != nil {
+		return "", err
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return "", err
+	}
+	if _, err := tx.Exec(ctx, "RESET search_path"); err != nil {
+		return "", err
+	}
+	slices.Sort(out)
+	return strings.Join(out, "\n"), nil
+}
+
+// columnsByTable maps each table of a schema to a signature of its columns (names and types).
+func columnsByTable(ctx context.Context, tx pgx.Tx, schema string) (map[string]string, error) {
+	rows, err := tx.Query(ctx, `SELECT c.relname, string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod), ', ' ORDER BY a.attnum)
+		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+		WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition GROUP BY c.relname`, schema)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	var t, cols string
+	_, err = pgx.ForEachRow(rows, []any{&t, &cols}, func() error {
+		out[t] = cols
+		return nil
+	})
+	return out, err
+}
+
+// checksum is an order-independent checksum of all rows of a table.
+func checksum(ctx context.Context, tx pgx.Tx, schema, table string) (string, error) {
+	var sum string
+	err := tx.QueryRow(ctx, "SELECT count(*) || ':' || coalesce(sum(hashtextextended(t::text, 0)::numeric), 0) FROM "+ident(schema, table)+" AS t").Scan(&sum)
+	return sum, err
+}
+
+// Verification is a recorded verify.
+type Verification struct {
+	Version string
+	Against string
+	Passed  bool
+	Report  json.RawMessage
+	At      time.Time
+}
+
+// RecordVerification stores a verify's outcome.
+func (s *Store) RecordVerification(ctx context.Context, cmp *Comparison, candidate string) error {
+	against := cmp.A
+	if candidate == cmp.A {
+		against = cmp.B
+	}
+	report, err := json.Marshal(cmp.Results)
+	if err != nil {
+		return err
+	}
+	_, err = s.pool.Exec(ctx, `INSERT INTO kreplay.verifications (version, against, passed, report, offsets) VALUES ($1, $2, $3, $4, $5)`,
+		candidate, against, cmp.Passed, report, cmp.Offsets)
+	return err
+}
+
+// LastVerification is the latest verify of a version (ErrNotFound if none).
+func (s *Store) LastVerification(ctx context.Context, key string) (*Verification, error) {
+	var v Verification
+	err := s.pool.QueryRow(ctx, `SELECT version, against, passed, report, at FROM kreplay.verifications
+		WHERE version = $1 ORDER BY id DESC LIMIT 1`, key).Scan(&v.Version, &v.Against, &v.Passed, &v.Report, &v.At)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("no verify of %s: %w", key, ErrNotFound)
+	}
+	return &v, err
+}
