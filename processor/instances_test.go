@@ -1,0 +1,124 @@
+package processor_test
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/kreplay/kreplay/processor"
+	"github.com/kreplay/kreplay/processor/kafkatest"
+)
+
+const spreadProjection = `  - name: spread
+    ordering: partition
+    workers: 2
+    sources: [bank.accounts]
+    tables:
+      - CREATE TABLE spread_balances (account_id text PRIMARY KEY, total bigint NOT NULL)
+    handlers:
+      MoneyDeposited: INSERT INTO spread_balances AS b VALUES (@aggregate_id, (@data->>'amount')::bigint) ON CONFLICT (account_id) DO UPDATE SET total = b.total + EXCLUDED.total
+      MoneyWithdrawn: INSERT INTO spread_balances AS b VALUES (@aggregate_id, -(@data->>'amount')::bigint) ON CONFLICT (account_id) DO UPDATE SET total = b.total + EXCLUDED.total
+`
+
+type instance struct {
+	p      *processor.Processor
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// Three instances with the same config share the work: a global-order version is consumed by
+// one member (all its partitions), a partition-order one is spread. Killing the member that owns
+// a replay moves it to another; the replay, the live projections and the control plane finish
+// with exact values and no duplicates.
+func TestInstancesShareTheWorkAndSurviveLosingOne(t *testing.T) {
+	t.Parallel()
+	const topic = "bank.accounts"
+	b := setup(t, map[string]int32{topic: 8})
+	bank := kafkatest.NewBank(topic, 8, 200, 101)
+	b.kafka.Produce(bank.Events(30000)...)
+	cfg := b.config(kafkatest.BankConfig(topic, 8, "global", true) + spreadProjection)
+	cfg.Projections[0].BatchSize = 200
+
+	var insts []*instance
+	for range 3 {
+		p := processor.New(cfg, processor.Options{Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: logLevel()}))})
+		ctx, cancel := context.WithCancel(context.Background())
+		in := &instance{p: p, cancel: cancel, done: make(chan error, 1)}
+		go func() { in.done <- p.Run(ctx) }()
+		<-p.Started()
+		insts = append(insts, in)
+	}
+	t.Cleanup(func() {
+		for _, in := range insts {
+			in.cancel()
+			<-in.done
+		}
+	})
+	owners := func(key string) (owners, partitions int) {
+		for _, in := range insts {
+			if n := in.p.Assigned(key); n > 0 {
+				owners++
+				partitions += n
+			}
+		}
+		return
+	}
+	eventually(t, 60*time.Second, func() bool { return b.caughtUp("balances_v1", topic) && b.caughtUp("spread_v1", topic) }, "v1s did not catch up")
+	eventually(t, 20*time.Second, func() bool { o, n := owners("balances_v1"); return o == 1 && n == 8 }, "balances_v1 is not owned by exactly one member")
+	eventually(t, 20*time.Second, func() bool { o, n := owners("spread_v1"); return o >= 2 && n == 8 }, "spread_v1 is not spread")
+
+	client := newClient(t, b)
+	out, err := client.Send(context.Background(), processor.Command{Command: "create", Replay: "balances_v2", Projection: "balances",
+		Options: json.RawMessage(`{"start": true}`)})
+	require.NoError(t, err)
+	require.True(t, out.OK, out.Error)
+	var owner *instance
+	eventually(t, 20*time.Second, func() bool {
+		for _, in := range insts {
+			if in.p.Assigned("balances_v2") == 8 {
+				owner = in
+			}
+		}
+		return owner != nil && b.scalar("SELECT coalesce(sum(applied_events), 0) FROM kreplay.checkpoints WHERE version = 'balances_v2'") > 2000
+	}, "balances_v2 did not start")
+	processor.Kill(owner.p, owner.cancel)
+	<-owner.done
+	applied := b.scalar("SELECT sum(applied_events) FROM kreplay.checkpoints WHERE version = 'balances_v2'")
+	require.Less(t, applied, int64(bank.Total()), "the owner was killed after the replay finished")
+	var rest []*instance
+	for _, in := range insts {
+		if in != owner {
+			rest = append(rest, in)
+		}
+	}
+	insts = rest
+	b.kafka.Produce(bank.Events(2000)...)
+
+	for _, key := range []string{"balances_v1", "balances_v2", "spread_v1"} {
+		eventually(t, 60*time.Second, func() bool { return b.caughtUp(key, topic) }, "%s did not catch up after losing an instance", key)
+	}
+	require.Equal(t, bank.Balances(), b.balances("balances_v2"))
+	require.Equal(t, bank.Counts(), b.counts("balances_v2"))
+	require.Equal(t, bank.Balances(), b.balances("public"))
+	require.Equal(t, int64(bank.Total()), b.scalar("SELECT sum(applied_events) FROM kreplay.checkpoints WHERE version = 'balances_v2'"))
+	eventually(t, 20*time.Second, func() bool { o, n := owners("balances_v2"); return o == 1 && n == 8 }, "balances_v2 is not owned by one of the survivors")
+
+	// The control plane survived too (the killed instance may have been the leader).
+	out, err = client.Send(context.Background(), processor.Command{Command: "promote", Replay: "balances_v2", Options: json.RawMessage(`{"wait": "30s"}`)})
+	require.NoError(t, err)
+	require.True(t, out.OK, out.Error)
+	require.Equal(t, bank.Balances(), b.balances("public"))
+}
+
+func newClient(t *testing.T, b *bundle) *processor.Client {
+	t.Helper()
+	cfg := b.config(kafkatest.BankConfig("bank.accounts", 1, "global", false))
+	c, err := processor.NewClient(cfg, nil)
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	return c
+}

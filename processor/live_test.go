@@ -1,0 +1,46 @@
+package processor_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/kreplay/kreplay/processor"
+	"github.com/kreplay/kreplay/processor/kafkatest"
+)
+
+// A live projection applies every event exactly once: its balances equal those computed from
+// the events, its checkpoints reach the high watermarks, and the Kafka group's committed
+// offsets equal the checkpoints, so lag tools see the truth.
+func TestLiveProjectionAppliesEveryEventOnce(t *testing.T) {
+	t.Parallel()
+	const topic = "bank.accounts"
+	b := setup(t, map[string]int32{topic: 8})
+	bank := kafkatest.NewBank(topic, 8, 500, 1)
+	b.kafka.Produce(bank.Events(20000)...)
+
+	r := b.start(b.config(kafkatest.BankConfig(topic, 8, "global", false)))
+	eventually(t, 60*time.Second, func() bool { return b.caughtUp("balances_v1", topic) }, "balances_v1 did not catch up: %v", b.checkpoints("balances_v1", topic))
+	require.Equal(t, bank.Balances(), b.balances("public"))
+
+	// New events while live.
+	b.kafka.Produce(bank.Events(3000)...)
+	eventually(t, 30*time.Second, func() bool { return b.caughtUp("balances_v1", topic) }, "did not apply the live events")
+	require.Equal(t, bank.Balances(), b.balances("public"))
+	require.Equal(t, int64(bank.Total()), b.scalar("SELECT sum(applied_events) FROM kreplay.checkpoints WHERE version = 'balances_v1'"))
+
+	group := processor.GroupName("balances", "balances_v1")
+	eventually(t, 10*time.Second, func() bool {
+		committed := b.kafka.Committed(group, topic)
+		cps := b.checkpoints("balances_v1", topic)
+		for p, o := range cps {
+			if committed[p] != o {
+				return false
+			}
+		}
+		return len(committed) == 8
+	}, "group offsets %v != checkpoints %v", b.kafka.Committed(group, topic), b.checkpoints("balances_v1", topic))
+	require.Equal(t, int64(0), b.kafka.Lag(group, topic))
+	require.NoError(t, r.stop())
+}

@@ -1,0 +1,317 @@
+package processor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+
+	"github.com/kreplay/kreplay/store"
+	"github.com/kreplay/kreplay/topology"
+)
+
+// ErrInvalid marks a request the manager refuses as such (unknown projection or key, bad
+// option, truncated history...): nothing was changed.
+var ErrInvalid = errors.New("invalid request")
+
+type invalidError struct{ msg string }
+
+func (e *invalidError) Error() string        { return e.msg }
+func (e *invalidError) Is(target error) bool { return target == ErrInvalid }
+
+func invalid(format string, args ...any) error {
+	return &invalidError{msg: fmt.Sprintf(format, args...)}
+}
+
+// Manager is the replay lifecycle as a Go API: the control topic and the CLI are thin layers
+// over it. Every state change goes through the catalog (in one transaction each) and reaches
+// the runners of every instance through its notifications.
+type Manager struct {
+	p     *Processor
+	rates *rateTracker
+}
+
+func newManager(p *Processor) *Manager {
+	return &Manager{p: p, rates: newRateTracker(time.Minute)}
+}
+
+// CreateRequest is `kreplay create`.
+type CreateRequest struct {
+	Key        string     `json:"key"`
+	Projection string     `json:"projection"`
+	Topics     []string   `json:"topics,omitempty"`      // a subset of the projection's sources
+	Since      *time.Time `json:"since,omitempty"`       // start from the offsets for this time
+	EventTypes []string   `json:"event_types,omitempty"` // only these types are applied
+	// AutoPromote promotes the version once it is tailing with lag 0 and verify passes.
+	AutoPromote bool `json:"auto_promote,omitempty"`
+	// AllowTruncatedHistory starts at the log start where retention or compaction removed records.
+	AllowTruncatedHistory bool `json:"allow_truncated_history,omitempty"`
+	// Start starts the replay at once.
+	Start bool `json:"start,omitempty"`
+}
+
+// Create creates a replay: it snapshots the projection's current definition from the config,
+// creates the schema KEY and its tables, and (with Start) starts it.
+func (m *Manager) Create(ctx context.Context, req CreateRequest) (*store.Version, error) {
+	if err := topology.ValidateKey(req.Key); err != nil {
+		return nil, &invalidError{msg: err.Error()}
+	}
+	if req.Projection == "" {
+		return nil, invalid("create %s: --projection is required", req.Key)
+	}
+	def, err := m.p.cfg.Definition(req.Projection)
+	if err != nil {
+		names := make([]string, 0, len(m.p.cfg.Projections))
+		for _, pc := range m.p.cfg.Projections {
+			names = append(names, pc.Name)
+		}
+		return nil, invalid("create %s: unknown projection %q (configured: %s)", req.Key, req.Projection, strings.Join(names, ", "))
+	}
+	for _, t := range req.Topics {
+		if !slices.Contains(def.Topics(), t) {
+			return nil, invalid("create %s: topic %q is not a source of projection %q (its sources: %s)", req.Key, t, req.Projection, strings.Join(def.Topics(), ", "))
+		}
+	}
+	for _, t := range req.EventTypes {
+		if _, ok := def.Handlers[t]; !ok {
+			return nil, invalid("create %s: event type %q has no handler in projection %q (handled: %s)", req.Key, t, req.Projection, strings.Join(slices.Sorted(maps.Keys(def.Handlers)), ", "))
+		}
+	}
+	if req.Since != nil && req.Since.After(time.Now().Add(time.Minute)) {
+		return nil, invalid("create %s: --since %s is in the future", req.Key, req.Since.Format(time.RFC3339))
+	}
+	opts := store.Options{Topics: req.Topics, Since: req.Since, EventTypes: req.EventTypes,
+		AutoPromote: req.AutoPromote, AllowTruncatedHistory: req.AllowTruncatedHistory}
+	if _, err := m.p.store.Version(ctx, req.Key); err == nil {
+		return nil, invalid("create %s: the key is already used; choose another key", req.Key)
+	}
+	nv := store.NewVersion{Key: req.Key, Definition: def, Options: opts}
+	if req.Start {
+		v := &store.Version{Key: req.Key, Definition: def, Options: opts}
+		if nv.Start, err = m.startOffsets(ctx, v); err != nil {
+			return nil, err
+		}
+	}
+	v, err := m.p.store.CreateVersion(ctx, nv)
+	if errors.Is(err, store.ErrExists) {
+		return nil, &invalidError{msg: err.Error()}
+	}
+	if err == nil {
+		m.p.log.Info("replay created", "projection", v.Projection, "version", v.Key, "state", v.State, "definition_hash", v.DefinitionHash)
+	}
+	return v, err
+}
+
+// Start starts a created replay from offset zero (or its --since offsets). Its state is
+// replaying until it reaches the high watermarks measured now, then tailing.
+func (m *Manager) Start(ctx context.Context, key string) (*store.Version, error) {
+	v, err := m.version(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	if v.State != store.StateCreated {
+		return nil, &store.TransitionError{Key: key, Action: "start", State: v.State, Allowed: []store.State{store.StateCreated}}
+	}
+	starts, err := m.startOffsets(ctx, v)
+	if err != nil {
+		return nil, err
+	}
+	v, err = m.p.store.StartVersion(ctx, key, starts)
+	if err == nil {
+		m.p.log.Info("replay started", "projection", v.Projection, "version", key)
+	}
+	return v, err
+}
+
+// Pause stops a running version on every instance; Resume returns it to where it was.
+func (m *Manager) Pause(ctx context.Context, key string) (*store.Version, error) {
+	if _, err := m.version(ctx, key); err != nil {
+		return nil, err
+	}
+	return m.p.store.PauseVersion(ctx, key)
+}
+
+// Resume returns a paused version to the state it had; a failed one retries the event it
+// failed on (after the operator fixed what made it fail, e.g. a constraint in the tables).
+func (m *Manager) Resume(ctx context.Context, key string) (*store.Version, error) {
+	if _, err := m.version(ctx, key); err != nil {
+		return nil, err
+	}
+	return m.p.store.ResumeVersion(ctx, key)
+}
+
+// version looks a version up, turning not found into an invalid request.
+func (m *Manager) version(ctx context.Context, key string) (*store.Version, error) {
+	if err := topology.ValidateKey(key); err != nil {
+		return nil, &invalidError{msg: err.Error()}
+	}
+	v, err := m.p.store.Version(ctx, key)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, invalid("unknown replay %q", key)
+	}
+	return v, err
+}
+
+// startOffsets measures where a version starts in every partition of its topics and the high
+// watermarks it must reach. From offset zero, unless --since; history that retention deleted or
+// compaction thinned is refused unless the version allows truncated history.
+func (m *Manager) startOffsets(ctx context.Context, v *store.Version) ([]store.PartitionStart, error) {
+	topics := v.Topics()
+	admin := m.p.admin
+	ends, err := admin.ListCommittedOffsets(ctx, topics...)
+	if err != nil {
+		return nil, fmt.Errorf("list end offsets: %w", err)
+	}
+	var missing []string
+	ends.Each(func(o kadm.ListedOffset) {
+		if errors.Is(o.Err, kerr.UnknownTopicOrPartition) {
+			missing = append(missing, o.Topic)
+		}
+	})
+	for _, t := range topics {
+		if _, ok := ends[t]; !ok && !slices.Contains(missing, t) {
+			missing = append(missing, t)
+		}
+	}
+	if len(missing) > 0 {
+		slices.Sort(missing)
+		return nil, invalid("%s: topic %s does not exist in Kafka", v.Key, strings.Join(slices.Compact(missing), ", "))
+	}
+	if err := ends.Error(); err != nil {
+		return nil, fmt.Errorf("list end offsets: %w", err)
+	}
+	logStarts, err := admin.ListStartOffsets(ctx, topics...)
+	if err != nil {
+		return nil, fmt.Errorf("list start offsets: %w", err)
+	}
+	var since kadm.ListedOffsets
+	if v.Options.Since != nil {
+		if since, err = admin.ListOffsetsAfterMilli(ctx, v.Options.Since.UnixMilli(), topics...); err != nil {
+			return nil, fmt.Errorf("list offsets for --since: %w", err)
+		}
+	}
+	var truncated []string
+	var out []store.PartitionStart
+	ends.Each(func(o kadm.ListedOffset) {
+		ps := store.PartitionStart{Topic: o.Topic, Partition: o.Partition, Target: o.Offset}
+		logStart := int64(0)
+		if ls, ok := logStarts.Lookup(o.Topic, o.Partition); ok && ls.Err == nil {
+			logStart = ls.Offset
+		}
+		switch {
+		case v.Options.Since != nil:
+			ps.Start = o.Offset
+			if so, ok := since.Lookup(o.Topic, o.Partition); ok && so.Err == nil && so.Offset >= 0 {
+				ps.Start = min(so.Offset, o.Offset)
+			}
+			if ps.Start < logStart {
+				if v.Options.AllowTruncatedHistory {
+					ps.Start = logStart
+				} else {
+					truncated = append(truncated, fmt.Sprintf("%s[%d] starts at offset %d", o.Topic, o.Partition, logStart))
+				}
+			}
+		case logStart > 0:
+			if v.Options.AllowTruncatedHistory {
+				ps.Start = logStart
+			} else {
+				truncated = append(truncated, fmt.Sprintf("%s[%d] starts at offset %d", o.Topic, o.Partition, logStart))
+			}
+		}
+		ps.Target = max(ps.Target, ps.Start)
+		out = append(out, ps)
+	})
+	if len(truncated) == 0 && v.Options.Since == nil && !v.Options.AllowTruncatedHistory {
+		compacted, err := m.compactedTopics(ctx, topics)
+		if err != nil {
+			return nil, err
+		}
+		for _, t := range compacted {
+			truncated = append(truncated, fmt.Sprintf("%s is compacted (cleanup.policy=compact)", t))
+		}
+	}
+	if len(truncated) > 0 {
+		sort.Strings(truncated)
+		return nil, invalid("%s: cannot replay from offset zero: records were deleted or compacted away (%s); pass --since to start at a later time, or --allow-truncated-history to start at the log start",
+			v.Key, strings.Join(truncated, "; "))
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Topic != out[j].Topic {
+			return out[i].Topic < out[j].Topic
+		}
+		return out[i].Partition < out[j].Partition
+	})
+	return out, nil
+}
+
+// compactedTopics are the topics whose cleanup.policy compacts.
+func (m *Manager) compactedTopics(ctx context.Context, topics []string) ([]string, error) {
+	rcs, err := m.p.admin.DescribeTopicConfigs(ctx, topics...)
+	if err != nil {
+		return nil, fmt.Errorf("describe topic configs: %w", err)
+	}
+	var out []string
+	for _, rc := range rcs {
+		if rc.Err != nil {
+			continue
+		}
+		for _, c := range rc.Configs {
+			if c.Key == "cleanup.policy" && c.Value != nil && strings.Contains(*c.Value, "compact") {
+				out = append(out, rc.Name)
+			}
+		}
+	}
+	return out, nil
+}
+
+// bootstrap gives a projection without a version its first one, <projection>_v1, live at once
+// and replayed from offset zero; for a projection with a live version it reports drift between
+// the config and the live snapshot instead of changing anything.
+func (m *Manager) bootstrap(ctx context.Context, name string) error {
+	def, err := m.p.cfg.Definition(name)
+	if err != nil {
+		return err
+	}
+	proj, err := m.p.store.Projection(ctx, name)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	if proj != nil && proj.Live != "" {
+		live, err := m.p.store.Version(ctx, proj.Live)
+		if err != nil {
+			return err
+		}
+		if live.DefinitionHash != def.Hash() {
+			m.p.log.Warn("definition drift: the config's definition of the projection differs from its live version's snapshot; the live version keeps running its snapshot. Roll the change out with a replay: kreplay create <key> --projection "+name+" --start",
+				"projection", name, "live", live.Key, "live_hash", live.DefinitionHash, "config_hash", def.Hash())
+		}
+		return nil
+	}
+	key := name + "_v1"
+	if v, err := m.p.store.Version(ctx, key); err == nil {
+		m.p.log.Warn("projection has no live version; promote one of its versions", "projection", name, "existing", v.Key, "state", v.State)
+		return nil
+	}
+	pc, _ := m.p.cfg.Projection(name)
+	opts := store.Options{AllowTruncatedHistory: pc.AllowTruncatedHistory}
+	starts, err := m.startOffsets(ctx, &store.Version{Key: key, Definition: def, Options: opts})
+	if err != nil {
+		return fmt.Errorf("projection %q: cannot create its first version %s: %w (set allow_truncated_history: true on the projection to start at the log start)", name, key, err)
+	}
+	v, err := m.p.store.CreateVersion(ctx, store.NewVersion{Key: key, Definition: def, Options: opts, Start: starts, Live: true})
+	if errors.Is(err, store.ErrExists) {
+		return nil // another instance bootstrapped it first
+	}
+	if err != nil {
+		return err
+	}
+	m.p.log.Info("projection bootstrapped: its first version is live and replays from offset zero", "projection", name, "version", v.Key)
+	return nil
+}

@@ -1,0 +1,317 @@
+package processor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kreplay/kreplay/store"
+	"github.com/kreplay/kreplay/topology"
+)
+
+// GroupName is the Kafka consumer group of a version: standard lag tools show every version's
+// progress under it.
+func GroupName(projection, key string) string { return "kreplay." + projection + "." + key }
+
+// runner is this instance's member of one running version's consumer group. Kafka decides which
+// partitions it gets (all of them for ordering: global, see soleOwnerBalancer); each assignment
+// runs as a session. It stops when the version stops running or the processor shuts down.
+type runner struct {
+	p     *Processor
+	key   string
+	group string
+	log   *slog.Logger
+	m     *versionMetrics
+
+	mu   sync.Mutex
+	v    *store.Version
+	sess *session
+	cl   *kgo.Client
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func (p *Processor) startRunner(ctx context.Context, v *store.Version) *runner {
+	ctx, cancel := context.WithCancel(ctx)
+	r := &runner{
+		p: p, key: v.Key, group: GroupName(v.Projection, v.Key), v: v,
+		log: p.log.With("projection", v.Projection, "version", v.Key),
+		m:   p.metrics.version(v.Projection, v.Key, v.Definition.OnError),
+		ctx: ctx, cancel: cancel, done: make(chan struct{}),
+	}
+	go r.run()
+	return r
+}
+
+func (r *runner) version() *store.Version {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.v
+}
+
+// update gives the runner the catalog's latest view of its version (a hold set or cleared by
+// verify, a state change).
+func (r *runner) update(v *store.Version) {
+	r.mu.Lock()
+	old := r.v
+	r.v = v
+	sess := r.sess
+	r.mu.Unlock()
+	if sess != nil && !holdEqual(old.Hold, v.Hold) {
+		sess.setHold(v.Hold)
+	}
+}
+
+// observeState notes the state a committed batch reported (replaying -> tailing).
+func (r *runner) observeState(s store.State) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if s != "" && r.v.State != s {
+		v := *r.v
+		v.State = s
+		r.v = &v
+	}
+}
+
+// stop shuts the runner down: the batch in flight finishes, offsets are committed, the member
+// leaves the group.
+func (r *runner) stop() {
+	r.cancel()
+	<-r.done
+}
+
+func (r *runner) run() {
+	defer close(r.done)
+	backoff := time.Second
+	for r.ctx.Err() == nil {
+		restart, err := r.consume()
+		if r.ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			r.log.Error("consumer stopped; restarting", "err", err, "backoff", backoff)
+		} else if restart {
+			r.log.Info("rejoining the consumer group")
+		}
+		select {
+		case <-time.After(backoff):
+		case <-r.ctx.Done():
+			return
+		}
+		backoff = min(backoff*2, 30*time.Second)
+	}
+}
+
+// consume runs one client (one membership of the group) until the runner stops or the session
+// was fenced, in which case the member rejoins.
+func (r *runner) consume() (restart bool, err error) {
+	v := r.version()
+	cfg := r.p.cfg.Kafka
+	opts := append(r.p.kafkaOpts("kreplay-"+r.key),
+		kgo.ConsumerGroup(r.group),
+		kgo.ConsumeTopics(v.Topics()...),
+		kgo.Balancers(balancerFor(v.Definition.Ordering)),
+		kgo.DisableAutoCommit(),
+		kgo.BlockRebalanceOnPoll(),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.KeepControlRecords(),
+		kgo.ConsumeResetOffset(kgo.NoResetOffset()),
+		kgo.SessionTimeout(cfg.SessionTimeout),
+		kgo.RebalanceTimeout(cfg.RebalanceTimeout),
+		kgo.HeartbeatInterval(min(3*time.Second, cfg.SessionTimeout/3)),
+		// Bounded fetches: a fetch is held decompressed until it is queued (see highWaterFor).
+		kgo.FetchMaxBytes(4<<20),
+		kgo.FetchMaxPartitionBytes(1<<20),
+		kgo.FetchMaxWait(500*time.Millisecond),
+		kgo.AdjustFetchOffsetsFn(r.adjust),
+		kgo.OnPartitionsRevoked(func(context.Context, *kgo.Client, map[string][]int32) { r.endSession(true) }),
+		kgo.OnPartitionsLost(func(context.Context, *kgo.Client, map[string][]int32) { r.endSession(false) }),
+	)
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return false, fmt.Errorf("kafka client: %w", err)
+	}
+	r.mu.Lock()
+	r.cl = cl
+	r.mu.Unlock()
+	defer func() {
+		cl.Close() // leaves the group; the revoke callback ends the session gracefully
+		r.endSession(true)
+	}()
+
+	ctx, cancel := context.WithCancel(r.ctx)
+	defer cancel()
+	for {
+		fetches := cl.PollRecords(ctx, 8192)
+		if fetches.IsClientClosed() || ctx.Err() != nil {
+			cl.AllowRebalance()
+			return false, nil
+		}
+		sess := r.session()
+		fetches.EachError(func(topic string, partition int32, err error) {
+			r.fetchError(sess, topic, partition, err)
+		})
+		if sess != nil {
+			fetches.EachPartition(sess.push)
+		}
+		cl.AllowRebalance()
+		if sess != nil {
+			select {
+			case <-sess.selfStop:
+				if errors.Is(sess.reason.Load().(error), errSessionOver) {
+					return true, nil
+				}
+			default:
+			}
+		}
+	}
+}
+
+// assigned is the number of partitions this instance consumes for the version now.
+func (r *runner) assigned() int {
+	if s := r.session(); s != nil {
+		return len(s.list)
+	}
+	return 0
+}
+
+func (r *runner) session() *session {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.sess
+}
+
+// adjust runs when partitions are assigned, before fetching starts: it claims them in
+// PostgreSQL for this generation and starts consuming at the checkpoints (the truth), whatever
+// offsets the group had committed.
+func (r *runner) adjust(ctx context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
+	r.mu.Lock()
+	cl := r.cl
+	r.mu.Unlock()
+	member, gen := cl.GroupMetadata()
+	v := r.version()
+	var tps []store.TopicPartition
+	for t, ps := range offsets {
+		for p := range ps {
+			tps = append(tps, store.TopicPartition{Topic: t, Partition: p})
+		}
+	}
+	claimed, err := r.p.store.Claim(ctx, r.key, gen, member, tps, false)
+	if errors.Is(err, store.ErrFenced) {
+		// The stored owner has a newer generation than ours. That is only legitimate if the
+		// group was deleted meanwhile and its generations restarted: check with the broker.
+		if r.p.ownersGone(ctx, r.key, r.group, member, tps) {
+			r.log.Warn("group generations restarted (the group was deleted or expired); taking over the checkpoints", "generation", gen)
+			claimed, err = r.p.store.Claim(ctx, r.key, gen, member, tps, true)
+		}
+	}
+	if err != nil {
+		r.p.health.postgres(!store.IsTransient(err), err)
+		return nil, fmt.Errorf("claim partitions of %s: %w", r.key, err)
+	}
+	ends, starts, err := r.p.partitionBounds(ctx, v.Topics())
+	if err != nil {
+		return nil, fmt.Errorf("list offsets of %s: %w", r.key, err)
+	}
+	init := map[store.TopicPartition]partitionStart{}
+	out := map[string]map[int32]kgo.Offset{}
+	for _, tp := range tps {
+		c := claimed[tp]
+		next := c.Next
+		if logStart, ok := starts[tp]; ok && next < logStart {
+			if !v.Options.AllowTruncatedHistory {
+				reason := fmt.Sprintf("records %d..%d were deleted (retention) before this version applied them; it cannot be rebuilt exactly: create a new replay (--since, or --allow-truncated-history)", next, logStart-1)
+				_, ferr := r.p.store.FailVersion(ctx, r.key, store.VersionError{Reason: reason, Topic: tp.Topic, Partition: tp.Partition, Offset: next})
+				return nil, errors.Join(errors.New(reason), ferr)
+			}
+			r.log.Warn("skipping records deleted by retention (allow_truncated_history)", "topic", tp.Topic, "partition", tp.Partition, "from", next, "to", logStart)
+			next = logStart
+		}
+		end, ok := ends[tp]
+		if !ok {
+			end = -1
+		}
+		init[tp] = partitionStart{next: next, target: c.Target, end: end}
+		if out[tp.Topic] == nil {
+			out[tp.Topic] = map[int32]kgo.Offset{}
+		}
+		out[tp.Topic][tp.Partition] = kgo.NewOffset().At(next).WithEpoch(-1)
+	}
+	sess, err := newSession(r, gen, member, init)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	old := r.sess
+	r.sess = sess
+	r.mu.Unlock()
+	if old != nil {
+		old.stop(true, r.p.shutdownTimeout)
+	}
+	sess.start(r.ctx)
+	r.log.Info("partitions assigned", "generation", gen, "partitions", len(tps))
+	return out, nil
+}
+
+// endSession ends the current session: gracefully on revoke (finish, commit), abruptly when
+// the partitions were lost (another member may own them already).
+func (r *runner) endSession(graceful bool) {
+	graceful = graceful && !r.p.abrupt.Load()
+	r.mu.Lock()
+	sess := r.sess
+	r.sess = nil
+	r.mu.Unlock()
+	if sess != nil {
+		sess.stop(graceful, r.p.shutdownTimeout)
+	}
+}
+
+func (r *runner) fetchError(sess *session, topic string, partition int32, err error) {
+	if errors.Is(err, context.Canceled) {
+		return
+	}
+	var dataLoss *kgo.ErrDataLoss
+	if errors.Is(err, kerr.OffsetOutOfRange) || errors.As(err, &dataLoss) {
+		reason := fmt.Sprintf("the broker no longer has the records this version needs (%v): they were deleted or the topic was recreated; create a new replay", err)
+		if _, ferr := r.p.store.FailVersion(r.ctx, r.key, store.VersionError{Reason: reason, Topic: topic, Partition: partition}); ferr != nil && !errors.Is(ferr, store.ErrInvalidTransition) {
+			r.log.Error("could not mark the version failed", "err", ferr)
+		}
+		return
+	}
+	r.p.health.kafka(false, err)
+	r.log.Warn("fetch error", "topic", topic, "partition", partition, "err", err)
+}
+
+func holdEqual(a, b store.Hold) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for t, ps := range a {
+		if len(ps) != len(b[t]) {
+			return false
+		}
+		for p, o := range ps {
+			if bo, ok := b[t][p]; !ok || bo != o {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// balancerFor chooses the group balancer: a global order needs one consumer for all the
+// partitions; a partition order spreads them (sticky, eager: every rebalance is a new session).
+func balancerFor(o topology.Ordering) kgo.GroupBalancer {
+	if o == topology.OrderingPartition {
+		return kgo.StickyBalancer()
+	}
+	return soleOwnerBalancer{}
+}

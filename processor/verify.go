@@ -1,0 +1,163 @@
+package processor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/kreplay/kreplay/store"
+)
+
+// VerifyReport is what verify found.
+type VerifyReport struct {
+	Version string              `json:"version"`
+	Against string              `json:"against"` // the live version
+	Passed  bool                `json:"passed"`
+	Offsets store.Hold          `json:"offsets"` // the offsets both had applied when compared
+	Results []store.CheckResult `json:"results"`
+	Differs []string            `json:"differs,omitempty"` // the checks and tables that differ
+}
+
+// verifyTimeout bounds how long verify waits for both versions to reach the same offsets.
+const verifyTimeout = 2 * time.Minute
+
+// Verify compares a version with the live version of its projection at the same offset vector:
+// it holds both (the one that is ahead waits) until they have applied exactly the same offsets,
+// then compares the projection's checks, row counts and checksums in one snapshot, records the
+// outcome and lets both go on.
+func (m *Manager) Verify(ctx context.Context, key string) (*VerifyReport, error) {
+	v, err := m.version(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	proj, err := m.p.store.Projection(ctx, v.Projection)
+	if err != nil {
+		return nil, err
+	}
+	if proj.Live == "" {
+		return nil, invalid("verify %s: projection %s has no live version to compare with", key, v.Projection)
+	}
+	if proj.Live == key {
+		return nil, invalid("verify %s: it is the live version; verify compares a replay with the live version", key)
+	}
+	live, err := m.p.store.Version(ctx, proj.Live)
+	if err != nil {
+		return nil, err
+	}
+	for _, x := range []*store.Version{v, live} {
+		if !x.State.Running() {
+			return nil, invalid("verify %s: %s is %s; both versions must be running", key, x.Key, x.State)
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, verifyTimeout)
+	defer cancel()
+	defer func() {
+		// Let both go on, whatever happened.
+		cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer ccancel()
+		for _, k := range []string{key, live.Key} {
+			if err := retry(cctx, func() error { return m.p.store.SetHold(cctx, k, nil) }); err != nil {
+				m.p.log.Error("verify: could not release the hold", "version", k, "err", err)
+			}
+		}
+	}()
+	if err := m.align(ctx, live.Key, key); err != nil {
+		return nil, fmt.Errorf("verify %s: %w", key, err)
+	}
+	cmp, err := m.p.store.Compare(ctx, live.Key, key, v.Definition.Checks)
+	if err != nil {
+		return nil, fmt.Errorf("verify %s: %w", key, err)
+	}
+	if err := m.p.store.RecordVerification(ctx, cmp, key); err != nil {
+		return nil, err
+	}
+	rep := &VerifyReport{Version: key, Against: live.Key, Passed: cmp.Passed, Offsets: cmp.Offsets, Results: cmp.Results}
+	for _, r := range cmp.Results {
+		if !r.Equal {
+			rep.Differs = append(rep.Differs, r.Kind+" "+r.Name)
+		}
+	}
+	m.p.log.Info("verify done", "version", key, "against", live.Key, "passed", cmp.Passed, "differs", rep.Differs)
+	return rep, nil
+}
+
+// align holds two versions at a common offset vector and waits until both have applied exactly
+// it. A version that was past the first vector before it saw its hold raises the vector; both
+// stop at the new one (holds reach every instance's runners through catalog notifications).
+func (m *Manager) align(ctx context.Context, a, b string) error {
+	for {
+		ca, err := m.p.store.Checkpoints(ctx, a)
+		if err != nil {
+			return err
+		}
+		cb, err := m.p.store.Checkpoints(ctx, b)
+		if err != nil {
+			return err
+		}
+		target := store.Hold{}
+		for _, cs := range [][]store.Checkpoint{ca, cb} {
+			for _, c := range cs {
+				if target[c.Topic] == nil {
+					target[c.Topic] = map[int32]int64{}
+				}
+				target[c.Topic][c.Partition] = max(target[c.Topic][c.Partition], c.NextOffset)
+			}
+		}
+		for _, k := range []string{a, b} {
+			if err := m.p.store.SetHold(ctx, k, target); err != nil {
+				return err
+			}
+		}
+		// Wait until both are exactly at target, or one went past it (then raise it).
+		for {
+			ca, err = m.p.store.Checkpoints(ctx, a)
+			if err != nil {
+				return err
+			}
+			cb, err = m.p.store.Checkpoints(ctx, b)
+			if err != nil {
+				return err
+			}
+			state := compareToHold(target, ca, cb)
+			if state == holdReached {
+				return nil
+			}
+			if state == holdPassed {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+					return fmt.Errorf("%s and %s did not reach the same offsets within %s (is one of them stalled or failing?)", a, b, verifyTimeout)
+				}
+				return ctx.Err()
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}
+}
+
+type holdState int
+
+const (
+	holdPending holdState = iota
+	holdReached
+	holdPassed
+)
+
+func compareToHold(target store.Hold, sets ...[]store.Checkpoint) holdState {
+	state := holdReached
+	for _, cs := range sets {
+		for _, c := range cs {
+			t := target[c.Topic][c.Partition]
+			switch {
+			case c.NextOffset > t:
+				return holdPassed
+			case c.NextOffset < t:
+				state = holdPending
+			}
+		}
+	}
+	return state
+}
