@@ -1,0 +1,161 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/kreplay/kreplay/processor/kafkatest"
+	"github.com/kreplay/kreplay/store/storetest"
+)
+
+// binary is the kreplay binary built by TestMain for the end-to-end test.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "kreplay-cli-test")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "kreplay")
+	build := exec.Command("go", "build", "-o", binary, ".")
+	build.Stdout, build.Stderr = os.Stdout, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build kreplay:", err)
+		_ = os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	if code == 0 {
+		// Every in-process serve and client must be gone: the commands leave no goroutines
+		// behind.
+		if err := goleak.Find(goleak.IgnoreCurrent()); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// env is what a CLI test works with: a kfake cluster with the bank topic, a database of its
+// own, a config file for both, and a bank history generator.
+type env struct {
+	t      *testing.T
+	kafka  *kafkatest.Cluster
+	dbURL  string
+	config string
+	bank   *kafkatest.Bank
+}
+
+const bankTopic = "bank.accounts"
+
+func setup(t *testing.T) *env {
+	t.Helper()
+	k := kafkatest.New(t, map[string]int32{bankTopic: 4})
+	dbURL := storetest.NewDatabase(t)
+	cfg := fmt.Sprintf(`kafka:
+  brokers: [%q]
+  session_timeout: 3s
+  rebalance_timeout: 5s
+postgres:
+  url: %q
+http:
+  listen: "127.0.0.1:0"
+control:
+  status_interval: 200ms
+`, strings.Join(k.Addrs, ","), dbURL) + kafkatest.BankConfig(bankTopic, 4, "global", false)
+	path := filepath.Join(t.TempDir(), "kreplay.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(cfg), 0o600))
+	return &env{t: t, kafka: k, dbURL: dbURL, config: path, bank: kafkatest.NewBank(bankTopic, 4, 40, 7)}
+}
+
+// produce writes the next n bank events.
+func (e *env) produce(n int) { e.kafka.Produce(e.bank.Events(n)...) }
+
+// liveBalances reads the live view public.balances (account -> total).
+func (e *env) liveBalances() map[string]int64 {
+	e.t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, e.dbURL)
+	require.NoError(e.t, err)
+	defer conn.Close(ctx)
+	rows, err := conn.Query(ctx, "SELECT account_id, total FROM public.balances")
+	require.NoError(e.t, err)
+	out := map[string]int64{}
+	for rows.Next() {
+		var a string
+		var v int64
+		require.NoError(e.t, rows.Scan(&a, &v))
+		out[a] = v
+	}
+	require.NoError(e.t, rows.Err())
+	return out
+}
+
+// statusJSON is a version's status as `status -o json` prints it, decoded loosely so that
+// tests check the JSON contract's field names rather than Go's.
+type statusJSON map[string]any
+
+func (s statusJSON) str(k string) string { v, _ := s[k].(string); return v }
+func (s statusJSON) num(k string) float64 {
+	v, _ := s[k].(float64)
+	return v
+}
+
+func decodeStatuses(t *testing.T, out string) map[string]statusJSON {
+	t.Helper()
+	var list []statusJSON
+	require.NoError(t, json.Unmarshal([]byte(out), &list), "status -o json: %s", out)
+	byKey := map[string]statusJSON{}
+	for _, s := range list {
+		byKey[s.str("key")] = s
+	}
+	return byKey
+}
+
+// eventually polls cond every 100ms until it holds, failing after timeout with the last
+// reason cond gave.
+func eventually(t *testing.T, timeout time.Duration, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	why := ""
+	for time.Now().Before(deadline) {
+		var ok bool
+		if ok, why = cond(); ok {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("not true after %s: %s", timeout, why)
+}
+
+// syncBuffer is a goroutine-safe buffer for a serve's logs.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

@@ -1,0 +1,158 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kreplay/kreplay/processor"
+)
+
+func (a *app) promoteCommand() *cobra.Command {
+	var (
+		opts    processor.PromoteOptions
+		wait    time.Duration
+		timeout time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "promote KEY",
+		Short: "Make a tailing version live by repointing its projection's views in one transaction",
+		Long: `Make KEY live: once it is tailing with lag at most --max-lag (waiting up to
+--wait for that), the views of its projection are repointed to it in one
+transaction. The previous live version is retired and keeps tailing, so that
+kreplay rollback can switch back at once.`,
+		Example: `  kreplay promote balances_v2 --wait 5m
+  kreplay verify balances_v2 && kreplay promote balances_v2 --verified`,
+		Args: keyArg,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if opts.MaxLag < 0 {
+				return fmt.Errorf("--max-lag %d: must be 0 or more", opts.MaxLag)
+			}
+			if wait < 0 {
+				return fmt.Errorf("--wait %s: must be 0 or more", wait)
+			}
+			opts.Wait = processor.Duration(wait)
+			if !cmd.Flags().Changed("timeout") {
+				timeout = wait + defaultSendTimeout
+			}
+			raw, err := json.Marshal(opts)
+			if err != nil {
+				return err
+			}
+			c := processor.Command{Command: "promote", Replay: args[0], Options: raw}
+			return a.send(cmd, timeout, c, func(w io.Writer, o *processor.Outcome) error {
+				var rep processor.SwapReport
+				if err := json.Unmarshal(o.Result, &rep); err != nil {
+					_, err = fmt.Fprintf(w, "promoted %s: live\n", args[0])
+					return err
+				}
+				_, err := fmt.Fprintln(w, swapLine(rep))
+				return err
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.Int64Var(&opts.MaxLag, "max-lag", 0, "the most events KEY may be behind the brokers")
+	f.DurationVar(&wait, "wait", 0, "how long to wait for KEY to be tailing within --max-lag (0: not at all)")
+	f.BoolVar(&opts.Verified, "verified", false, "refuse unless KEY's last verify, against the current live version, passed")
+	addTimeout(cmd, &timeout, defaultSendTimeout, "how long to wait for serve's outcome (default --wait + 60s)")
+	return cmd
+}
+
+func (a *app) rollbackCommand() *cobra.Command {
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "rollback PROJECTION",
+		Short: "Make the projection's newest retired version live again",
+		Args:  argNamed("PROJECTION"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c := processor.Command{Command: "rollback", Projection: args[0]}
+			return a.send(cmd, timeout, c, func(w io.Writer, o *processor.Outcome) error {
+				var rep processor.SwapReport
+				if err := json.Unmarshal(o.Result, &rep); err != nil {
+					_, err = fmt.Fprintf(w, "rolled back %s\n", args[0])
+					return err
+				}
+				_, err := fmt.Fprintln(w, swapLine(rep))
+				return err
+			})
+		},
+	}
+	addTimeout(cmd, &timeout, defaultSendTimeout, "how long to wait for serve's outcome")
+	return cmd
+}
+
+// swapLine is the human outcome of a promote or a rollback:
+//
+//	promoted stock_v2: live (stock_v1 retired, swap 3.2ms, 1 attempt)
+//	rolled back stock: stock_v1 is live (stock_v2 retired, swap 2.9ms, 1 attempt)
+func swapLine(r processor.SwapReport) string {
+	var details []string
+	if r.From != "" {
+		details = append(details, r.From+" retired")
+	}
+	details = append(details, fmt.Sprintf("swap %.1fms", r.SwapDurationMS), plural(r.Attempts, "attempt", "attempts"))
+	if r.WaitedSeconds >= 0.1 {
+		details = append(details, "waited "+formatSeconds(r.WaitedSeconds))
+	}
+	d := " (" + strings.Join(details, ", ") + ")"
+	if r.Kind == "rollback" {
+		return fmt.Sprintf("rolled back %s: %s is live%s", r.Projection, r.To, d)
+	}
+	return fmt.Sprintf("promoted %s: live%s", r.To, d)
+}
+
+func (a *app) verifyCommand() *cobra.Command {
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "verify KEY",
+		Short: "Compare KEY with the live version at the same offsets: checks, row counts, checksums",
+		Long: `Compare KEY with the live version of its projection at the same offset vector
+(the one ahead pauses until both have applied exactly the same offsets): the
+projection's checks, each table's row count and checksum. It exits 1 when
+anything differs.`,
+		Args: keyArg,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c := processor.Command{Command: "verify", Replay: args[0]}
+			return a.send(cmd, timeout, c, func(w io.Writer, o *processor.Outcome) error {
+				var rep processor.VerifyReport
+				if len(o.Result) == 0 || json.Unmarshal(o.Result, &rep) != nil {
+					if o.OK {
+						return errors.New("verify succeeded but its report is missing from the outcome")
+					}
+					return nil // the error is the outcome's
+				}
+				return writeVerifyReport(w, rep)
+			})
+		},
+	}
+	addTimeout(cmd, &timeout, defaultSendTimeout+2*time.Minute, "how long to wait for serve's outcome (verify may wait up to 2m for both versions to align)")
+	return cmd
+}
+
+// verifyValueWidth bounds the live and candidate values in the verify table.
+const verifyValueWidth = 32
+
+// writeVerifyReport prints a verify report: one row per comparison and a PASSED or DIFFERS
+// line.
+func writeVerifyReport(w io.Writer, rep processor.VerifyReport) error {
+	t := newTable(w, "KIND", "NAME", "EQUAL", rep.Against+" (LIVE)", rep.Version)
+	for _, r := range rep.Results {
+		t.row(r.Kind, truncate(r.Name, 60), yesNo(r.Equal), truncate(r.A, verifyValueWidth), truncate(r.B, verifyValueWidth))
+	}
+	if err := t.flush(); err != nil {
+		return err
+	}
+	if rep.Passed {
+		_, err := fmt.Fprintf(w, "PASSED: %s matches %s (%s)\n", rep.Version, rep.Against, plural(len(rep.Results), "comparison", "comparisons"))
+		return err
+	}
+	_, err := fmt.Fprintf(w, "DIFFERS: %s differs from %s in %s: %s\n", rep.Version, rep.Against,
+		plural(len(rep.Differs), "comparison", "comparisons"), strings.Join(rep.Differs, "; "))
+	return err
+}

@@ -1,0 +1,174 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kreplay/kreplay/processor"
+)
+
+// The state-changing commands publish a command on the control topic, wait for its outcome on
+// the status topic and print it; a rejected or failed command is an error (exit 1) with the
+// outcome's reason as the message.
+
+const defaultSendTimeout = 60 * time.Second
+
+// send publishes c and waits up to timeout for its outcome. With -o json it prints the outcome
+// as is; otherwise human prints it (for a successful outcome, or any verify outcome, whose
+// report says what differs).
+func (a *app) send(cmd *cobra.Command, timeout time.Duration, c processor.Command, human func(io.Writer, *processor.Outcome) error) error {
+	if timeout <= 0 {
+		return fmt.Errorf("--timeout %s: must be positive", timeout)
+	}
+	cl, _, err := a.client(cmd)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+	defer cancel()
+	out, err := cl.Send(ctx, c)
+	if err != nil {
+		if cmd.Context().Err() != nil {
+			return fmt.Errorf("interrupted while waiting for the outcome of %s; it may still run: check kreplay status", c.Command)
+		}
+		return err
+	}
+	w := cmd.OutOrStdout()
+	switch {
+	case a.json():
+		if err := writeJSON(w, out); err != nil {
+			return err
+		}
+	case out.OK || c.Command == "verify":
+		if err := human(w, out); err != nil {
+			return err
+		}
+	}
+	return outcomeError(out)
+}
+
+// outcomeError is nil for a successful outcome, else its reason.
+func outcomeError(o *processor.Outcome) error {
+	if o.OK {
+		return nil
+	}
+	if o.Error == "" {
+		return fmt.Errorf("%s failed (no reason given by %s)", o.Command, orDash(o.ExecutedBy))
+	}
+	return errors.New(o.Error)
+}
+
+// resultStatus decodes an outcome's result as a version status (nil when there is none).
+func resultStatus(o *processor.Outcome) *processor.Status {
+	if len(o.Result) == 0 || string(o.Result) == "null" {
+		return nil
+	}
+	var st processor.Status
+	if json.Unmarshal(o.Result, &st) != nil || st.Key == "" {
+		return nil
+	}
+	return &st
+}
+
+func (a *app) createCommand() *cobra.Command {
+	var (
+		opts       processor.CreateOptions
+		projection string
+		timeout    time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "create KEY --projection P",
+		Short: "Create a replay: a new version of a projection in schema KEY",
+		Long: `Create a replay: a new version KEY of projection P, with the projection's current
+definition from serve's config, in its own schema KEY and consumer group
+kreplay.P.KEY. With --start it starts at once; otherwise run kreplay start KEY.`,
+		Example: `  kreplay create balances_v2 --projection balances --start
+  kreplay create balances_v3 --projection balances --since 2026-01-01T00:00:00Z --event-types MoneyDeposited`,
+		Args: keyArg,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if strings.TrimSpace(projection) == "" {
+				return errors.New("--projection is required: the projection to replay, as named in serve's config")
+			}
+			if opts.Since != "" {
+				if _, err := time.Parse(time.RFC3339Nano, opts.Since); err != nil {
+					return fmt.Errorf("--since %q is not an RFC 3339 time such as 2026-01-02T15:04:05Z or 2026-01-02T15:04:05+01:00", opts.Since)
+				}
+			}
+			for _, f := range []struct {
+				name string
+				list []string
+			}{{"topics", opts.Topics}, {"event-types", opts.EventTypes}} {
+				for _, v := range f.list {
+					if strings.TrimSpace(v) == "" {
+						return fmt.Errorf("--%s has an empty entry; list names separated by commas", f.name)
+					}
+				}
+			}
+			raw, err := json.Marshal(opts)
+			if err != nil {
+				return err
+			}
+			c := processor.Command{Command: "create", Replay: args[0], Projection: projection, Options: raw}
+			return a.send(cmd, timeout, c, func(w io.Writer, o *processor.Outcome) error {
+				st := resultStatus(o)
+				switch {
+				case st == nil:
+					_, err = fmt.Fprintf(w, "created %s (projection %s)\n", args[0], projection)
+				case st.State == "created":
+					_, err = fmt.Fprintf(w, "created %s (projection %s): created; start it with: kreplay start %s\n", args[0], projection, args[0])
+				default:
+					_, err = fmt.Fprintf(w, "created %s (projection %s): %s\n", args[0], projection, st.State)
+				}
+				return err
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&projection, "projection", "p", "", "the projection to replay (required)")
+	f.StringSliceVar(&opts.Topics, "topics", nil, "only these of the projection's source topics (comma-separated)")
+	f.StringVar(&opts.Since, "since", "", "start from the offsets for this RFC 3339 time instead of offset zero")
+	f.StringSliceVar(&opts.EventTypes, "event-types", nil, "apply only these event types (comma-separated); others still advance the checkpoint")
+	f.BoolVar(&opts.AutoPromote, "auto-promote", false, "verify and promote the version once it is tailing with lag 0")
+	f.BoolVar(&opts.AllowTruncatedHistory, "allow-truncated-history", false, "start at the log start where retention or compaction removed records")
+	f.BoolVar(&opts.Start, "start", false, "start the replay at once")
+	addTimeout(cmd, &timeout, defaultSendTimeout, "how long to wait for serve's outcome")
+	return cmd
+}
+
+// transitionCommand is start, pause, resume or remove: a command on one KEY without options.
+func (a *app) transitionCommand(name, short string) *cobra.Command {
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   name + " KEY",
+		Short: short,
+		Args:  keyArg,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			key := args[0]
+			c := processor.Command{Command: name, Replay: key}
+			return a.send(cmd, timeout, c, func(w io.Writer, o *processor.Outcome) error {
+				_, err := fmt.Fprintln(w, transitionLine(name, key, resultStatus(o)))
+				return err
+			})
+		},
+	}
+	addTimeout(cmd, &timeout, defaultSendTimeout, "how long to wait for serve's outcome")
+	return cmd
+}
+
+// transitionLine is the human outcome of start, pause, resume and remove.
+func transitionLine(command, key string, st *processor.Status) string {
+	past := map[string]string{"start": "started", "pause": "paused", "resume": "resumed", "remove": "removed"}[command]
+	line := past + " " + key
+	if st != nil && (command == "start" || command == "resume") {
+		line += ": " + st.State
+	}
+	return line
+}

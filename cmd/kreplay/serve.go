@@ -1,0 +1,35 @@
+package main
+
+import (
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kreplay/kreplay/processor"
+)
+
+func (a *app) serveCommand() *cobra.Command {
+	var shutdown time.Duration
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the processor: live projections, replays, the control topic and HTTP",
+		Long: `Run the processor until SIGINT or SIGTERM: it migrates the catalog, keeps every
+running version of every projection applied from Kafka into PostgreSQL, executes
+the commands of the control topic, publishes status and serves /metrics,
+/healthz, /readyz and /api/replays on http.listen.
+
+On SIGTERM it finishes the batches in flight, commits, leaves its consumer
+groups and exits 0. It needs the whole config file.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := a.config(cmd, needFile)
+			if err != nil {
+				return err
+			}
+			p := processor.New(cfg, processor.Options{Logger: a.logger, ShutdownTimeout: shutdown})
+			return p.Run(cmd.Context())
+		},
+	}
+	cmd.Flags().DurationVar(&shutdown, "shutdown-timeout", 15*time.Second, "how long batches in flight may take to finish at shutdown")
+	return cmd
+}
