@@ -191,7 +191,20 @@ func (e *env) tryServe() (*serve, error) {
 	}
 	s := &serve{cmd: cmd, http: fmt.Sprintf("127.0.0.1:%d", port), log: logPath, done: make(chan error, 1)}
 	go func() { s.done <- cmd.Wait(); _ = logf.Close() }()
-	e.t.Cleanup(func() { s.kill() })
+	e.t.Cleanup(func() {
+		if e.t.Failed() && s.alive() {
+			s.signal(syscall.SIGQUIT) // a goroutine dump in the log, to see where it waits
+			time.Sleep(time.Second)
+		}
+		s.kill()
+		if e.t.Failed() {
+			keep := filepath.Join(os.TempDir(), fmt.Sprintf("kreplay-failed-%s-%s", strings.ReplaceAll(e.t.Name(), "/", "_"), filepath.Base(logPath)))
+			if b, err := os.ReadFile(logPath); err == nil {
+				_ = os.WriteFile(keep, b, 0o600)
+			}
+			e.t.Logf("serve %d log kept in %s", n, keep)
+		}
+	})
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
 		if s.get("/readyz") == 200 {
@@ -281,6 +294,17 @@ func (s *serve) kill() {
 	case err := <-s.done:
 		s.done <- err
 	case <-time.After(10 * time.Second):
+	}
+}
+
+// alive reports whether the process has not exited yet.
+func (s *serve) alive() bool {
+	select {
+	case err := <-s.done:
+		s.done <- err
+		return false
+	default:
+		return true
 	}
 }
 
