@@ -78,6 +78,7 @@ type Prepared struct {
 	adv     advanceArgs
 	folds   []*foldBatch
 	handled int
+	sent    bool // executed at least once since Prepare
 }
 
 // queued is a statement of a batch: an event's handler (item >= 0) or a fold (fold >= 0).
@@ -141,6 +142,8 @@ func (a *Applier) Close(ctx context.Context) {
 // belong to, for the given consumer-group generation. Errors:
 //   - ErrFenced: the generation no longer owns a partition; nothing was written.
 //   - ErrNotRunning: the version was paused, failed or removed meanwhile; nothing was written.
+//   - ErrAlreadyApplied: the batch was applied by an earlier send (after which the connection
+//     failed); nothing was written again.
 //   - *HandlerError: an event's handler was refused by PostgreSQL for a reason retrying cannot
 //     fix; nothing was written, Index says which item.
 //   - otherwise see IsTransient: a connection or server problem; nothing was written.
@@ -164,6 +167,7 @@ func (a *Applier) NewPrepared() *Prepared {
 // handlers, so it may run while another Prepared executes.
 func (a *Applier) Prepare(p *Prepared, generation int32, items []Item) {
 	p.items = items
+	p.sent = false
 	p.batch.QueuedQueries = p.batch.QueuedQueries[:0]
 	p.queued = p.queued[:0]
 	p.args = p.args[:0]
@@ -233,6 +237,15 @@ func (a *Applier) Execute(ctx context.Context, p *Prepared) (ApplyResult, error)
 	if err := a.connect(ctx); err != nil {
 		return ApplyResult{}, err
 	}
+	if p.sent {
+		// pgx records in each queued query the prepared statement it became on the connection it
+		// was sent on. A retry may run on a new connection (the old one was terminated), where
+		// that statement does not exist: queue fresh copies so that they are prepared again.
+		for i, q := range p.batch.QueuedQueries {
+			p.batch.QueuedQueries[i] = &pgx.QueuedQuery{SQL: q.SQL, Arguments: q.Arguments}
+		}
+	}
+	p.sent = true
 	br := a.conn.SendBatch(ctx, &p.batch)
 	var state State
 	if err := br.QueryRow().Scan(&state); err != nil {
@@ -300,7 +313,7 @@ func (a *Applier) pinpoint(ctx context.Context, p *Prepared, fold int) error {
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // a probe, never committed
 	fail := func(i int, what string, err error) error {
 		if IsTransient(err) || ctx.Err() != nil {
-			return nil
+			return nil //nolint:nilerr // not the event's fault: the caller reports the batch's own error
 		}
 		return &HandlerError{Index: i, Err: fmt.Errorf("%s %q: %s", what, items[i].Event.Type, pgMessage(err))}
 	}

@@ -22,12 +22,16 @@ var (
 	ErrNotRunning = errors.New("version is not running")
 	// ErrInvalidTransition: the command is not allowed in the version's current state.
 	ErrInvalidTransition = errors.New("invalid state transition")
+	// ErrAlreadyApplied: the batch's offsets were all applied by an earlier send of the same
+	// batch (its commit succeeded, the acknowledgement was lost); nothing was written again.
+	ErrAlreadyApplied = errors.New("batch already applied")
 )
 
-// SQLSTATEs raised by the catalog functions (see migrations/001_catalog.sql).
+// SQLSTATEs raised by the catalog functions (see migrations/).
 const (
-	codeFenced     = "KR001"
-	codeNotRunning = "KR002"
+	codeFenced         = "KR001"
+	codeNotRunning     = "KR002"
+	codeAlreadyApplied = "KR003"
 )
 
 // TransitionError says which state a version was in and which ones the change needs.
@@ -104,6 +108,8 @@ func catalogError(err error) error {
 			return fmt.Errorf("%w (%s)", ErrFenced, pgErr.Message)
 		case codeNotRunning:
 			return fmt.Errorf("%w (%s)", ErrNotRunning, pgErr.Message)
+		case codeAlreadyApplied:
+			return fmt.Errorf("%w (%s)", ErrAlreadyApplied, pgErr.Message)
 		}
 	}
 	return err

@@ -60,7 +60,8 @@ func TestMigrateIsIdempotent(t *testing.T) {
 	applied, err := s.Migrate(context.Background())
 	require.NoError(t, err)
 	require.Empty(t, applied, "a second run applies nothing")
-	require.Equal(t, int64(1), scalar(t, s, "SELECT count(*) FROM kreplay.schema_migrations"))
+	require.Equal(t, int64(2), scalar(t, s, "SELECT count(*) FROM kreplay.schema_migrations"))
+	require.Equal(t, int64(3), scalar(t, s, "SELECT sum(version) FROM kreplay.schema_migrations"), "001 and 002")
 }
 
 // A handler naming a missing table or column, or using an argument where PostgreSQL infers a type
@@ -176,6 +177,39 @@ func TestApplyIsAtomicAndFenced(t *testing.T) {
 	defer b.Close(ctx)
 	_, err = b.Apply(ctx, 1, []store.Item{item("Deposited", "x", `{"amount": 5}`, 0, 0)})
 	require.ErrorIs(t, err, store.ErrNotRunning)
+}
+
+// A batch that failed because its connection was terminated is sent again on a new connection,
+// and applies once. (pgx remembers in a queued query the statement it was prepared as on the old
+// connection: resent as is, it fails with "prepared statement does not exist" for good.)
+func TestARetriedBatchSurvivesATerminatedConnection(t *testing.T) {
+	t.Parallel()
+	s, _ := open(t)
+	ctx := context.Background()
+	started(t, s, "accounts_v1", true)
+	tps := []store.TopicPartition{{Topic: "bank", Partition: 0}, {Topic: "bank", Partition: 1}}
+	_, err := s.Claim(ctx, "accounts_v1", 1, "member-a", tps, false)
+	require.NoError(t, err)
+	a, err := s.NewApplier(store.ApplierConfig{Key: "accounts_v1", Definition: definition(t, accountsYAML)})
+	require.NoError(t, err)
+	defer a.Close(ctx)
+	_, err = a.Apply(ctx, 1, []store.Item{item("Deposited", "x", `{"amount": 10}`, 0, 0)})
+	require.NoError(t, err)
+
+	p := a.NewPrepared()
+	a.Prepare(p, 1, []store.Item{item("Deposited", "x", `{"amount": 5}`, 0, 1), item("Deposited", "y", `{"amount": 7}`, 1, 0)})
+	require.Equal(t, int64(1), scalar(t, s, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+		WHERE datname = current_database() AND application_name = 'kreplay:accounts_v1'`))
+	_, err = a.Execute(ctx, p)
+	require.Error(t, err)
+	require.True(t, store.IsTransient(err), "a terminated connection is transient: %v", err)
+	_, err = a.Execute(ctx, p) // as the lane does after its backoff
+	require.NoError(t, err)
+	_, err = a.Execute(ctx, p) // and again, as if the commit's acknowledgement had been lost
+	require.ErrorIs(t, err, store.ErrAlreadyApplied)
+	require.Equal(t, int64(15), scalar(t, s, "SELECT total FROM accounts_v1.balances WHERE account_id = 'x'"))
+	require.Equal(t, int64(7), scalar(t, s, "SELECT total FROM accounts_v1.balances WHERE account_id = 'y'"))
+	require.Equal(t, int64(3), scalar(t, s, "SELECT sum(applied_events) FROM kreplay.checkpoints WHERE version = 'accounts_v1'"))
 }
 
 // The version reaching its start watermarks flips to tailing in the batch that reaches them,
