@@ -1,6 +1,7 @@
 package processor_test
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -42,5 +43,38 @@ func TestLiveProjectionAppliesEveryEventOnce(t *testing.T) {
 		return len(committed) == 8
 	}, "group offsets %v != checkpoints %v", b.kafka.Committed(group, topic), b.checkpoints("balances_v1", topic))
 	require.Equal(t, int64(0), b.kafka.Lag(group, topic))
+	require.NoError(t, r.stop())
+}
+
+// An error a lane cannot retry (neither a connection problem nor an event's fault: here a trigger
+// on the checkpoints refuses every move) does not leave a member that holds the partitions and
+// applies nothing: it rejoins after a backoff and resumes at the checkpoints once PostgreSQL
+// accepts the batches again, and nothing is applied twice.
+func TestALaneErrorThatCannotBeRetriedDoesNotStallTheVersion(t *testing.T) {
+	t.Parallel()
+	const topic = "bank.accounts"
+	b := setup(t, map[string]int32{topic: 4})
+	bank := kafkatest.NewBank(topic, 4, 100, 1)
+	b.kafka.Produce(bank.Events(2000)...)
+	r := b.start(b.config(kafkatest.BankConfig(topic, 4, "global", false)))
+	eventually(t, 60*time.Second, func() bool { return b.caughtUp("balances_v1", topic) }, "balances_v1 did not catch up")
+
+	ctx := context.Background()
+	_, err := b.db.Exec(ctx, `CREATE FUNCTION public.refuse_moves() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF NEW.next_offset <> OLD.next_offset THEN RAISE EXCEPTION 'checkpoints are frozen by the test'; END IF;
+			RETURN NEW;
+		END $$;
+		CREATE TRIGGER refuse_moves BEFORE UPDATE ON kreplay.checkpoints FOR EACH ROW EXECUTE FUNCTION public.refuse_moves()`)
+	require.NoError(t, err)
+	b.kafka.Produce(bank.Events(1000)...)
+	time.Sleep(2 * time.Second) // batches are refused meanwhile; the member leaves and rejoins
+	require.Equal(t, int64(2000), b.scalar("SELECT sum(applied_events) FROM kreplay.checkpoints WHERE version = 'balances_v1'"))
+	_, err = b.db.Exec(ctx, "DROP TRIGGER refuse_moves ON kreplay.checkpoints")
+	require.NoError(t, err)
+
+	eventually(t, 60*time.Second, func() bool { return b.caughtUp("balances_v1", topic) }, "balances_v1 stalled after the error: %v", b.checkpoints("balances_v1", topic))
+	require.Equal(t, bank.Balances(), b.balances("public"))
+	require.Equal(t, int64(bank.Total()), b.scalar("SELECT sum(applied_events) FROM kreplay.checkpoints WHERE version = 'balances_v1'"))
 	require.NoError(t, r.stop())
 }

@@ -29,10 +29,12 @@ type runner struct {
 	log   *slog.Logger
 	m     *versionMetrics
 
-	mu   sync.Mutex
-	v    *store.Version
-	sess *session
-	cl   *kgo.Client
+	mu       sync.Mutex
+	v        *store.Version
+	sess     *session
+	cl       *kgo.Client
+	wakePoll context.CancelFunc // ends the poll in progress (see consume)
+	clReady  chan struct{}      // closed once cl is set: kgo may assign partitions before NewClient returns
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -92,7 +94,11 @@ func (r *runner) run() {
 	defer close(r.done)
 	backoff := time.Second
 	for r.ctx.Err() == nil {
+		began := time.Now()
 		restart, err := r.consume()
+		if time.Since(began) > time.Minute {
+			backoff = time.Second // a membership that worked for a while starts the backoff over
+		}
 		if r.ctx.Err() != nil {
 			return
 		}
@@ -135,27 +141,44 @@ func (r *runner) consume() (restart bool, err error) {
 		kgo.OnPartitionsRevoked(func(context.Context, *kgo.Client, map[string][]int32) { r.endSession(true) }),
 		kgo.OnPartitionsLost(func(context.Context, *kgo.Client, map[string][]int32) { r.endSession(false) }),
 	)
+	ready := make(chan struct{})
+	r.mu.Lock()
+	r.cl, r.clReady = nil, ready
+	r.mu.Unlock()
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
+		close(ready)
 		return false, fmt.Errorf("kafka client: %w", err)
 	}
 	r.mu.Lock()
 	r.cl = cl
 	r.mu.Unlock()
+	close(ready)
 	defer func() {
 		cl.Close() // leaves the group; the revoke callback ends the session gracefully
 		r.endSession(true)
 	}()
 
-	ctx, cancel := context.WithCancel(r.ctx)
-	defer cancel()
 	for {
-		fetches := cl.PollRecords(ctx, 8192)
-		if fetches.IsClientClosed() || ctx.Err() != nil {
+		// A session that stops itself wakes the poll (a quiet topic would block it for good), so
+		// that the member acts on the reason at once. wakePoll is set before the check, and
+		// stopItself closes selfStop before it wakes: no stop goes unnoticed.
+		pollCtx, wake := context.WithCancel(r.ctx)
+		r.mu.Lock()
+		r.wakePoll = wake
+		r.mu.Unlock()
+		sess := r.session()
+		if over, restart, err := sessionOver(sess); over {
+			wake()
+			return restart, err
+		}
+		fetches := cl.PollRecords(pollCtx, 8192)
+		wake()
+		if fetches.IsClientClosed() || r.ctx.Err() != nil {
 			cl.AllowRebalance()
 			return false, nil
 		}
-		sess := r.session()
+		sess = r.session()
 		fetches.EachError(func(topic string, partition int32, err error) {
 			r.fetchError(sess, topic, partition, err)
 		})
@@ -163,15 +186,40 @@ func (r *runner) consume() (restart bool, err error) {
 			fetches.EachPartition(sess.push)
 		}
 		cl.AllowRebalance()
-		if sess != nil {
-			select {
-			case <-sess.selfStop:
-				if errors.Is(sess.reason.Load().(error), errSessionOver) {
-					return true, nil
-				}
-			default:
-			}
-		}
+	}
+}
+
+// sessionOver says whether the member must leave the group because its session stopped itself:
+// fenced (rejoin at once), or an error that the lane could not retry — neither a connection
+// problem nor the version's own failure — after which it rejoins after a backoff and resumes at
+// the checkpoints rather than hold partitions and apply nothing. A version that failed keeps its
+// member until the manager stops it.
+func sessionOver(sess *session) (over, restart bool, err error) {
+	if sess == nil {
+		return false, false, nil
+	}
+	select {
+	case <-sess.selfStop:
+	default:
+		return false, false, nil
+	}
+	reason := sess.reason.Load().(error)
+	switch {
+	case errors.Is(reason, errSessionOver):
+		return true, true, nil
+	case errors.Is(reason, errVersionFailed):
+		return false, false, nil
+	}
+	return true, true, reason
+}
+
+// wake ends the runner's poll in progress.
+func (r *runner) wake() {
+	r.mu.Lock()
+	wake := r.wakePoll
+	r.mu.Unlock()
+	if wake != nil {
+		wake()
 	}
 }
 
@@ -193,9 +241,21 @@ func (r *runner) session() *session {
 // PostgreSQL for this generation and starts consuming at the checkpoints (the truth), whatever
 // offsets the group had committed.
 func (r *runner) adjust(ctx context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
+	// The group may assign partitions while NewClient is still returning (seen under load).
+	r.mu.Lock()
+	ready := r.clReady
+	r.mu.Unlock()
+	select {
+	case <-ready:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 	r.mu.Lock()
 	cl := r.cl
 	r.mu.Unlock()
+	if cl == nil {
+		return nil, errors.New("kafka client not created")
+	}
 	member, gen := cl.GroupMetadata()
 	v := r.version()
 	var tps []store.TopicPartition

@@ -278,6 +278,7 @@ func (s *session) stopItself(err error) {
 		s.reason.Store(err)
 		close(s.selfStop)
 		s.stopCollect()
+		s.r.wake()
 	})
 }
 
@@ -555,6 +556,11 @@ func (l *lane) execute(ctx context.Context, b batch, send func() (store.ApplyRes
 		switch {
 		case ctx.Err() != nil:
 			return ctx.Err()
+		case errors.Is(err, store.ErrAlreadyApplied):
+			// An earlier send committed, and its acknowledgement was lost with the connection.
+			s.log.Warn("batch was committed by an earlier attempt; not applying it again", "err", err)
+			l.committed(b, store.ApplyResult{})
+			return nil
 		case errors.Is(err, store.ErrFenced):
 			s.r.m.fenced.Inc()
 			s.log.Warn("fenced: this member's partitions were reassigned; dropping the batch", "err", err)
