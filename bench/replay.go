@@ -152,7 +152,7 @@ func replayOnce(ctx context.Context, o options, c *cluster, want map[string]int6
 	defer func() {
 		if !reaped {
 			_ = cmd.Process.Kill()
-			<-exited
+			<-exited //nolint:errcheck // killed: its exit status says so
 		}
 	}()
 
@@ -189,7 +189,7 @@ func replayOnce(ctx context.Context, o options, c *cluster, want map[string]int6
 			return 0, false, "", note, ctx.Err()
 		case err := <-exited:
 			reaped = true
-			return 0, false, "", note, fmt.Errorf("the child exited before catching up: %v", err)
+			return 0, false, "", note, fmt.Errorf("the child exited before catching up: %w", err)
 		case <-deadline.C:
 			return 0, false, "", note, fmt.Errorf("not caught up after %s (%d of %d events applied)", o.timeout, applied, o.events)
 		case <-tick.C:

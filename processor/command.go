@@ -94,7 +94,7 @@ func ParseCommand(value []byte) (*Command, error) {
 	dec.DisallowUnknownFields()
 	var c Command
 	if err := dec.Decode(&c); err != nil {
-		return nil, fmt.Errorf("not a command: %v", err)
+		return nil, fmt.Errorf("not a command: %w", err)
 	}
 	if dec.More() {
 		return nil, errors.New("not a command: trailing data after the JSON object")

@@ -56,7 +56,7 @@ func TestAbruptStopsLoseAndDuplicateNothing(t *testing.T) {
 		time.Sleep(time.Duration(rnd.IntN(150)) * time.Millisecond)
 		processor.Kill(p, cancel)
 		select {
-		case <-done:
+		case <-done: //nolint:errcheck // killed
 		case <-time.After(30 * time.Second):
 			t.Fatalf("kill %d: processor did not stop", i)
 		}

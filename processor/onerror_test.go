@@ -62,7 +62,7 @@ func TestPoisonEventsFollowTheOnErrorPolicy(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	t.Cleanup(func() { cancel(); require.NoError(t, <-done, "a clean shutdown") })
 	<-p.Started()
 
 	for _, key := range []string{"lenient_v1", "careful_v1"} {

@@ -131,12 +131,17 @@ func (p *Processor) Run(ctx context.Context) error {
 		return fmt.Errorf("http.listen %s: %w", p.cfg.HTTP.Listen, err)
 	}
 	httpCtx, stopHTTP := context.WithCancel(context.WithoutCancel(ctx))
-	httpDone := make(chan error, 1)
+	httpDone := make(chan struct{})
 	if srv != nil {
 		p.mu.Lock()
 		p.httpAddr = srv.ln.Addr().String()
 		p.mu.Unlock()
-		go func() { httpDone <- p.serveHTTP(httpCtx, srv) }()
+		go func() {
+			defer close(httpDone)
+			if err := p.serveHTTP(httpCtx, srv); err != nil {
+				p.log.Error("http server stopped", "listen", p.cfg.HTTP.Listen, "err", err)
+			}
+		}()
 	} else {
 		close(httpDone)
 	}

@@ -158,7 +158,7 @@ func TestReplayResumesAfterAnAbruptStop(t *testing.T) {
 		before := applied()
 		eventually(t, 30*time.Second, func() bool { return applied() > before+1500 }, "v2 made no progress")
 		processor.Kill(p, cancel)
-		<-done
+		<-done //nolint:errcheck // killed
 		require.Less(t, applied(), int64(bank.Total()), "killed %d after the replay finished", i)
 	}
 	b.start(cfg)
