@@ -122,3 +122,36 @@ func newClient(t *testing.T, b *bundle) *processor.Client {
 	t.Cleanup(c.Close)
 	return c
 }
+
+// Fetching a partition pauses while its queue is full, and the pause is the client's, so it
+// outlives a rebalance. Members joining and leaving in the middle of a replay with small queues
+// (so that partitions are paused when the group rebalances) must not leave a partition paused
+// for good, which in global order would stall the whole merge.
+func TestFetchesPausedBeforeARebalanceResumeAfterIt(t *testing.T) {
+	t.Parallel()
+	const topic = "bank.accounts"
+	b := setup(t, map[string]int32{topic: 8})
+	bank := kafkatest.NewBank(topic, 8, 200, 7)
+	b.kafka.Produce(bank.Events(100000)...)
+	cfg := b.config(kafkatest.BankConfig(topic, 8, "global", false))
+	cfg.Projections[0].BatchSize = 20
+
+	a := b.start(cfg)
+	applied := func() int64 {
+		return b.scalar("SELECT coalesce(sum(applied_events), 0) FROM kreplay.checkpoints WHERE version = 'balances_v1'")
+	}
+	eventually(t, 30*time.Second, func() bool { return applied() > 1000 }, "balances_v1 did not start")
+	for i := range 4 {
+		before := applied()
+		require.True(t, i > 0 || before < int64(bank.Total()), "the replay finished before the rebalances")
+		other := b.start(cfg)
+		time.Sleep(500 * time.Millisecond)
+		require.NoError(t, other.stop(), "instance %d", i)
+		eventually(t, 30*time.Second, func() bool { return applied() > before+500 || b.caughtUp("balances_v1", topic) },
+			"no progress after rebalance %d (a partition stayed paused?): %v", i, b.checkpoints("balances_v1", topic))
+	}
+	eventually(t, 60*time.Second, func() bool { return b.caughtUp("balances_v1", topic) }, "balances_v1 did not catch up: %v", b.checkpoints("balances_v1", topic))
+	require.Equal(t, bank.Balances(), b.balances("public"))
+	require.Equal(t, int64(bank.Total()), applied())
+	require.NoError(t, a.stop())
+}

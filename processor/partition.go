@@ -30,7 +30,8 @@ type partition struct {
 	end        int64     // last known end offset (last stable offset); -1 unknown
 	emptySince time.Time // since when the queue is empty
 	hold       int64     // verify: apply nothing at or past this offset; -1 none
-	paused     bool      // fetching is paused because the queue is full
+	paused     bool      // fetching should be paused because the queue is full
+	fetchOff   bool      // fetching is paused in the client (see session.syncFetch)
 	heapIndex  int
 
 	committed int64 // next offset committed to PostgreSQL

@@ -316,6 +316,11 @@ func (r *runner) adjust(ctx context.Context, offsets map[string]map[int32]kgo.Of
 	if old != nil {
 		old.stop(true, r.p.shutdownTimeout)
 	}
+	// Pauses persist in the client across rebalances: a partition that an earlier session paused
+	// (its queue was full) would never be fetched again by this one.
+	if paused := cl.PauseFetchPartitions(nil); len(paused) > 0 {
+		cl.ResumeFetchPartitions(paused)
+	}
 	sess.start(r.ctx)
 	r.log.Info("partitions assigned", "generation", gen, "partitions", len(tps))
 	return out, nil

@@ -49,7 +49,8 @@ type session struct {
 	list     []*partition // by topic rank and partition
 	lanes    []*lane
 
-	mu sync.Mutex // guards partitions' queues and positions, and the mergers
+	mu      sync.Mutex // guards partitions' queues and positions, and the mergers
+	fetchMu sync.Mutex // serialises pausing and resuming fetches (see syncFetch)
 
 	collectCtx    context.Context // canceled first: no new batches
 	stopCollect   context.CancelFunc
@@ -370,10 +371,42 @@ func (s *session) push(ftp kgo.FetchTopicPartition) {
 	}
 	s.mu.Unlock()
 	if pause {
-		s.r.cl.PauseFetchPartitions(map[string][]int32{p.tp.Topic: {p.tp.Partition}})
+		s.syncFetch([]*partition{p})
 	}
 	if len(batch) > 0 {
 		s.lanes[p.lane].kick()
+	}
+}
+
+// syncFetch makes the client fetch, or not, each of ps as its paused flag says. The poller pauses
+// and a lane resumes, each after releasing s.mu: serialised here, and applying the flag as it is
+// now rather than as it was, a resume cannot be overtaken by an older pause (which would leave
+// the partition paused for good and, in global order, stall the merge).
+func (s *session) syncFetch(ps []*partition) {
+	s.fetchMu.Lock()
+	defer s.fetchMu.Unlock()
+	var pause, resume map[string][]int32
+	s.mu.Lock()
+	for _, p := range ps {
+		if p.paused == p.fetchOff {
+			continue
+		}
+		p.fetchOff = p.paused
+		m := &resume
+		if p.paused {
+			m = &pause
+		}
+		if *m == nil {
+			*m = map[string][]int32{}
+		}
+		(*m)[p.tp.Topic] = append((*m)[p.tp.Topic], p.tp.Partition)
+	}
+	s.mu.Unlock()
+	if pause != nil {
+		s.r.cl.PauseFetchPartitions(pause)
+	}
+	if resume != nil {
+		s.r.cl.ResumeFetchPartitions(resume)
 	}
 }
 
@@ -382,7 +415,7 @@ func (s *session) push(ftp kgo.FetchTopicPartition) {
 func (l *lane) gather(buf *batch, limit int) (wake time.Time) {
 	s := l.s
 	now := time.Now()
-	var resume map[string][]int32
+	var resume []*partition
 	s.mu.Lock()
 	if l.merger != nil {
 		l.merger.refresh()
@@ -409,10 +442,7 @@ func (l *lane) gather(buf *batch, limit int) (wake time.Time) {
 	for _, p := range l.parts {
 		if p.paused && p.len() < s.highWater/4 {
 			p.paused = false
-			if resume == nil {
-				resume = map[string][]int32{}
-			}
-			resume[p.tp.Topic] = append(resume[p.tp.Topic], p.tp.Partition)
+			resume = append(resume, p)
 		}
 	}
 	var late int64
@@ -422,7 +452,7 @@ func (l *lane) gather(buf *batch, limit int) (wake time.Time) {
 	}
 	s.mu.Unlock()
 	if resume != nil {
-		s.r.cl.ResumeFetchPartitions(resume)
+		s.syncFetch(resume)
 	}
 	if late > 0 {
 		s.r.m.late.Add(float64(late))
