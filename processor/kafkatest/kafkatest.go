@@ -90,13 +90,20 @@ func Record(topic string, partition int32, ev Event) *kgo.Record {
 // EndOffsets are the high watermarks of a topic's partitions.
 func (c *Cluster) EndOffsets(topic string) map[int32]int64 {
 	c.t.Helper()
-	ends, err := c.Admin.ListEndOffsets(context.Background(), topic)
-	if err != nil {
-		c.t.Fatalf("list end offsets: %v", err)
+	// Retried for a while: fault tests remove and add brokers, and the admin client's metadata
+	// may still name one that has gone.
+	var err error
+	for range 40 {
+		var ends kadm.ListedOffsets
+		if ends, err = c.Admin.ListEndOffsets(context.Background(), topic); err == nil {
+			out := map[int32]int64{}
+			ends.Each(func(o kadm.ListedOffset) { out[o.Partition] = o.Offset })
+			return out
+		}
+		time.Sleep(250 * time.Millisecond)
 	}
-	out := map[int32]int64{}
-	ends.Each(func(o kadm.ListedOffset) { out[o.Partition] = o.Offset })
-	return out
+	c.t.Fatalf("list end offsets: %v", err)
+	return nil
 }
 
 // Committed are a group's committed offsets for a topic (partition -> offset).
