@@ -38,7 +38,9 @@ bench: postgres ## replay throughput side by side (EVENTS=N, default 1000000); w
 	$(GO) run ./bench -events $(EVENTS)
 
 soak: postgres ## the long fault scenarios (30 kills, PostgreSQL restart, Kafka faults, 1M-event load); prints a table
-	KREPLAY_SOAK=1 $(GO) test -count=1 -timeout 90m -run 'TestFault' ./faults/
+	@mkdir -p bin; rm -f bin/soak-table.txt
+	KREPLAY_SOAK=1 KREPLAY_FAULTS_TABLE=$(CURDIR)/bin/soak-table.txt $(GO) test -count=1 -timeout 90m -run 'TestFault' ./faults/; \
+		status=$$?; echo; cat bin/soak-table.txt 2>/dev/null; exit $$status
 
 clean: ## remove build output
 	rm -rf bin

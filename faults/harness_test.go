@@ -68,6 +68,8 @@ func record(t *testing.T, r row) {
 	t.Logf("%s: %s, %d events, exact=%v, %s", r.Scenario, r.Faults, r.Events, r.Exact, r.Took.Round(time.Millisecond))
 }
 
+// printTable prints the scenarios' table, and writes it to $KREPLAY_FAULTS_TABLE when set (go test
+// shows a passing package's output only with -v; make soak prints that file).
 func printTable() {
 	tableMu.Lock()
 	defer tableMu.Unlock()
@@ -75,15 +77,21 @@ func printTable() {
 		return
 	}
 	sort.Slice(table, func(i, j int) bool { return table[i].Scenario < table[j].Scenario })
-	fmt.Printf("\n%-34s %-62s %10s %-6s %9s\n", "SCENARIO", "FAULTS INJECTED", "EVENTS", "RESULT", "TIME")
+	var b strings.Builder
+	fmt.Fprintf(&b, "%-34s %-62s %10s %-6s %9s\n", "SCENARIO", "FAULTS INJECTED", "EVENTS", "RESULT", "TIME")
 	for _, r := range table {
 		res := "exact"
 		if !r.Exact {
 			res = "NOT"
 		}
-		fmt.Printf("%-34s %-62s %10d %-6s %9s\n", r.Scenario, r.Faults, r.Events, res, r.Took.Round(100*time.Millisecond))
+		fmt.Fprintf(&b, "%-34s %-62s %10d %-6s %9s\n", r.Scenario, r.Faults, r.Events, res, r.Took.Round(100*time.Millisecond))
 	}
-	fmt.Println()
+	fmt.Printf("\n%s\n", b.String())
+	if path := os.Getenv("KREPLAY_FAULTS_TABLE"); path != "" {
+		if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, "write the scenarios' table:", err)
+		}
+	}
 }
 
 const topic = "bank.accounts"
