@@ -125,17 +125,7 @@ func eventually(t *testing.T, timeout time.Duration, cond func() bool, msg strin
 // balances reads schema.balances (account -> total).
 func (b *bundle) balances(schema string) map[string]int64 {
 	b.t.Helper()
-	rows, err := b.db.Query(context.Background(), "SELECT account_id, total FROM "+schema+".balances")
-	require.NoError(b.t, err)
-	out := map[string]int64{}
-	for rows.Next() {
-		var a string
-		var v int64
-		require.NoError(b.t, rows.Scan(&a, &v))
-		out[a] = v
-	}
-	require.NoError(b.t, rows.Err())
-	return out
+	return storetest.Int64Map(b.t, b.db, "SELECT account_id, total FROM "+schema+".balances")
 }
 
 // checkpoints reads a version's checkpoints of a topic (partition -> next offset).

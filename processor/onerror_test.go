@@ -13,6 +13,7 @@ import (
 
 	"github.com/kreplay/kreplay/processor"
 	"github.com/kreplay/kreplay/processor/kafkatest"
+	"github.com/kreplay/kreplay/store/storetest"
 )
 
 const onErrorConfig = `sources:
@@ -70,15 +71,7 @@ func TestPoisonEventsFollowTheOnErrorPolicy(t *testing.T) {
 	}
 	want := bank.Balances()
 	for _, name := range []string{"lenient", "careful"} {
-		got := map[string]int64{}
-		rows, err := b.db.Query(context.Background(), "SELECT account_id, total FROM public."+name+"_balances")
-		require.NoError(t, err)
-		for rows.Next() {
-			var a string
-			var v int64
-			require.NoError(t, rows.Scan(&a, &v))
-			got[a] = v
-		}
+		got := storetest.Int64Map(t, b.db, "SELECT account_id, total FROM public."+name+"_balances")
 		require.Equal(t, want, got, "%s: balances of the good events", name)
 		require.Equal(t, int64(3), b.scalar("SELECT sum(skipped_events) FROM kreplay.checkpoints WHERE version = $1", name+"_v1"))
 	}

@@ -12,22 +12,13 @@ import (
 	"github.com/kreplay/kreplay/processor"
 	"github.com/kreplay/kreplay/processor/kafkatest"
 	"github.com/kreplay/kreplay/store"
+	"github.com/kreplay/kreplay/store/storetest"
 )
 
 // counts reads schema.balances' event counts (account -> events).
 func (b *bundle) counts(schema string) map[string]int64 {
 	b.t.Helper()
-	rows, err := b.db.Query(context.Background(), "SELECT account_id, events FROM "+schema+".balances")
-	require.NoError(b.t, err)
-	out := map[string]int64{}
-	for rows.Next() {
-		var a string
-		var v int64
-		require.NoError(b.t, rows.Scan(&a, &v))
-		out[a] = v
-	}
-	require.NoError(b.t, rows.Err())
-	return out
+	return storetest.Int64Map(b.t, b.db, "SELECT account_id, events FROM "+schema+".balances")
 }
 
 func (b *bundle) state(key string) store.State {

@@ -27,7 +27,7 @@ var (
 	ErrAlreadyApplied = errors.New("batch already applied")
 )
 
-// SQLSTATEs raised by the catalog functions (see migrations/).
+// SQLSTATEs raised by the catalog functions (see migrations/001_catalog.sql).
 const (
 	codeFenced         = "KR001"
 	codeNotRunning     = "KR002"

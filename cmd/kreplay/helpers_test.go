@@ -92,17 +92,7 @@ func (e *env) liveBalances() map[string]int64 {
 	conn, err := pgx.Connect(ctx, e.dbURL)
 	require.NoError(e.t, err)
 	defer conn.Close(ctx)
-	rows, err := conn.Query(ctx, "SELECT account_id, total FROM public.balances")
-	require.NoError(e.t, err)
-	out := map[string]int64{}
-	for rows.Next() {
-		var a string
-		var v int64
-		require.NoError(e.t, rows.Scan(&a, &v))
-		out[a] = v
-	}
-	require.NoError(e.t, rows.Err())
-	return out
+	return storetest.Int64Map(e.t, conn, "SELECT account_id, total FROM public.balances")
 }
 
 // statusJSON is a version's status as `status -o json` prints it, decoded loosely so that

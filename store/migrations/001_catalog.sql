@@ -141,9 +141,10 @@ BEGIN
         WHERE c.version = p_version;
 END $$;
 
--- advance: called once at the end of every apply transaction. Moves the checkpoints of the
--- partitions the batch touched, refuses (and so rolls back the whole batch) when the caller no
--- longer owns them (KR001: fenced) or the version may not run (KR002), and flips replaying ->
+-- advance: called first in every apply transaction. Moves the checkpoints of the partitions the
+-- batch touched, strictly forward; refuses (and so rolls back the whole batch) when the caller no
+-- longer owns them (KR001: fenced), the version may not run (KR002), or the batch was applied
+-- already (KR003: resent after a commit whose acknowledgement was lost); and flips replaying ->
 -- tailing in the transaction that reaches the start watermarks. Returns the version's state.
 CREATE FUNCTION kreplay.advance(p_version text, p_generation integer,
                                 p_topics text[], p_partitions integer[], p_next bigint[],
@@ -162,12 +163,24 @@ BEGIN
             USING ERRCODE = 'KR002';
     END IF;
 
+    -- A batch whose offsets this generation has all applied already: its commit succeeded but
+    -- the acknowledgement was lost with the connection, and the applier sent it again. Refuse it
+    -- before any handler runs, so that nothing is applied twice.
+    IF n_in > 0 AND NOT EXISTS (
+        SELECT 1 FROM unnest(p_topics, p_partitions, p_next) AS u (t, p, n)
+        LEFT JOIN kreplay.checkpoints AS c
+               ON c.version = p_version AND c.topic = u.t AND c.partition = u.p AND c.generation = p_generation
+        WHERE c.next_offset IS NULL OR c.next_offset < u.n) THEN
+        RAISE EXCEPTION 'kreplay: version % generation % has already applied this batch', p_version, p_generation
+            USING ERRCODE = 'KR003';
+    END IF;
+
     UPDATE kreplay.checkpoints AS c
     SET next_offset = u.n, applied_events = c.applied_events + u.a,
         skipped_events = c.skipped_events + u.s, updated_at = now()
     FROM unnest(p_topics, p_partitions, p_next, p_applied, p_skipped) AS u (t, p, n, a, s)
     WHERE c.version = p_version AND c.topic = u.t AND c.partition = u.p
-      AND c.generation = p_generation AND u.n >= c.next_offset;
+      AND c.generation = p_generation AND u.n > c.next_offset;
     GET DIAGNOSTICS n_moved = ROW_COUNT;
     IF n_moved < n_in THEN
         RAISE EXCEPTION 'kreplay: version % generation % is fenced: its partitions were reassigned', p_version, p_generation

@@ -94,3 +94,37 @@ func Conn(t testing.TB, dbURL string) *pgx.Conn {
 	t.Cleanup(func() { _ = c.Close(context.Background()) })
 	return c
 }
+
+// Querier is what Int64Map needs: a *pgx.Conn or a *pgxpool.Pool.
+type Querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// Int64Map runs a query of (text, bigint) rows, such as account -> balance, and returns them as a
+// map; it fails the test on error.
+func Int64Map(t testing.TB, q Querier, sql string, args ...any) map[string]int64 {
+	t.Helper()
+	rows, err := q.Query(context.Background(), sql, args...)
+	if err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (struct {
+		K string
+		V int64
+	}, error) {
+		var kv struct {
+			K string
+			V int64
+		}
+		err := r.Scan(&kv.K, &kv.V)
+		return kv, err
+	})
+	if err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	m := make(map[string]int64, len(out))
+	for _, kv := range out {
+		m[kv.K] = kv.V
+	}
+	return m
+}
