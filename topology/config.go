@@ -129,19 +129,19 @@ func Load(path string, getenv func(string) string) (*Config, error) {
 	}
 	c, err := Parse(data)
 	if err != nil {
-		return nil, prefixErrors(path, err)
+		return nil, PrefixErrors(path, err)
 	}
 	c.ApplyEnv(getenv)
 	c.SetDefaults()
 	if err := c.Validate(); err != nil {
-		return nil, prefixErrors(path, err)
+		return nil, PrefixErrors(path, err)
 	}
 	return c, nil
 }
 
-// prefixErrors prefixes every problem of err, which may be joined, with the
+// PrefixErrors prefixes every problem of err, which may be joined, with the
 // path, so that each line of the message says where it comes from.
-func prefixErrors(path string, err error) error {
+func PrefixErrors(path string, err error) error {
 	if j, ok := err.(interface{ Unwrap() []error }); ok {
 		errs := j.Unwrap()
 		out := make([]error, len(errs))

@@ -291,20 +291,36 @@ func validateProjectionName(name string) error {
 // 0-9 and _, starts with a letter, does not start with "pg_", is not a
 // reserved SQL keyword and is none of public, kreplay and information_schema.
 func ValidateKey(key string) error {
-	const rule = "a replay key is 1-48 characters from a-z, 0-9 and _, starting with a letter"
-	switch {
-	case key == "":
-		return errors.New("replay key is empty; " + rule)
-	case len(key) > 48:
-		return fmt.Errorf("invalid replay key %q: %d bytes is too long; %s", key, len(key), rule)
-	case !keyRE.MatchString(key):
-		return fmt.Errorf("invalid replay key %q: %s", key, rule)
-	case strings.HasPrefix(key, "pg_"):
-		return fmt.Errorf("invalid replay key %q: names starting with \"pg_\" are reserved by PostgreSQL", key)
-	case key == "public" || key == "kreplay" || key == "information_schema":
+	if key == "public" || key == "kreplay" || key == "information_schema" {
 		return fmt.Errorf("invalid replay key %q: the schema %s already exists with another purpose; choose another key", key, key)
-	case reservedKeywords[key]:
-		return fmt.Errorf("invalid replay key %q: a reserved SQL keyword; choose another key", key)
+	}
+	return validateName(key, nameRule{what: "replay key", max: 48, re: keyRE, other: "key",
+		rule: "a replay key is 1-48 characters from a-z, 0-9 and _, starting with a letter"})
+}
+
+// nameRule is what validateName checks a name against.
+type nameRule struct {
+	what, rule string // "replay key", and the rule stated in full
+	max        int
+	re         *regexp.Regexp
+	why        string // why max, if it needs saying
+	other      string // "choose another <other>"
+}
+
+// validateName checks the rules keys and identifiers share: not empty, at most max bytes, of re's
+// characters, not starting with "pg_", not a reserved SQL keyword.
+func validateName(s string, r nameRule) error {
+	switch {
+	case s == "":
+		return errors.New(r.what + " is empty; " + r.rule)
+	case len(s) > r.max:
+		return fmt.Errorf("invalid %s %q: %d bytes is too long%s; %s", r.what, s, len(s), r.why, r.rule)
+	case !r.re.MatchString(s):
+		return fmt.Errorf("invalid %s %q: %s", r.what, s, r.rule)
+	case strings.HasPrefix(s, "pg_"):
+		return fmt.Errorf("invalid %s %q: names starting with \"pg_\" are reserved by PostgreSQL", r.what, s)
+	case reservedKeywords[s]:
+		return fmt.Errorf("invalid %s %q: a reserved SQL keyword; choose another %s", r.what, s, r.other)
 	}
 	return nil
 }
@@ -314,20 +330,9 @@ func ValidateKey(key string) error {
 // starting with a digit or with "pg_", and not a reserved SQL keyword. Such a
 // name means the same quoted and unquoted.
 func ValidateIdentifier(s string) error {
-	const rule = "an identifier is 1-63 characters from a-z, 0-9 and _, not starting with a digit (PostgreSQL folds unquoted names to lower case)"
-	switch {
-	case s == "":
-		return errors.New("identifier is empty; " + rule)
-	case len(s) > 63:
-		return fmt.Errorf("invalid identifier %q: %d bytes is too long (PostgreSQL truncates names to 63 bytes); %s", s, len(s), rule)
-	case !identifierRE.MatchString(s):
-		return fmt.Errorf("invalid identifier %q: %s", s, rule)
-	case strings.HasPrefix(s, "pg_"):
-		return fmt.Errorf("invalid identifier %q: names starting with \"pg_\" are reserved by PostgreSQL", s)
-	case reservedKeywords[s]:
-		return fmt.Errorf("invalid identifier %q: a reserved SQL keyword; choose another name", s)
-	}
-	return nil
+	return validateName(s, nameRule{what: "identifier", max: 63, re: identifierRE, other: "name",
+		why:  " (PostgreSQL truncates names to 63 bytes)",
+		rule: "an identifier is 1-63 characters from a-z, 0-9 and _, not starting with a digit (PostgreSQL folds unquoted names to lower case)"})
 }
 
 // reservedKeywords are PostgreSQL's reserved key words, including those that

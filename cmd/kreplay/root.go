@@ -176,18 +176,18 @@ func (a *app) config(cmd *cobra.Command, need configNeed) (*topology.Config, err
 	}
 	cfg, err := topology.Parse(data)
 	if err != nil {
-		return nil, prefixErrors(path, err)
+		return nil, topology.PrefixErrors(path, err)
 	}
 	cfg.ApplyEnv(getenv)
 	cfg.SetDefaults()
 	if len(cfg.Projections) > 0 {
 		if err := cfg.Validate(); err != nil {
-			return nil, prefixErrors(path, err)
+			return nil, topology.PrefixErrors(path, err)
 		}
 		return cfg, nil
 	}
 	if err := clientChecks(cfg); err != nil {
-		return nil, prefixErrors(path, err)
+		return nil, topology.PrefixErrors(path, err)
 	}
 	return cfg, nil
 }
@@ -225,18 +225,6 @@ func (a *app) getenv(cmd *cobra.Command) func(string) string {
 	}
 }
 
-// prefixErrors puts the config path before every line of a (possibly joined) error.
-func prefixErrors(path string, err error) error {
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		errs := j.Unwrap()
-		out := make([]error, len(errs))
-		for i, e := range errs {
-			out[i] = fmt.Errorf("%s: %w", path, e)
-		}
-		return errors.Join(out...)
-	}
-	return fmt.Errorf("%s: %w", path, err)
-}
 
 // client connects the operator client of a command (Kafka only).
 func (a *app) client(cmd *cobra.Command) (*processor.Client, *topology.Config, error) {
