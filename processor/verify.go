@@ -62,12 +62,23 @@ func (m *Manager) Verify(ctx context.Context, key string) (*VerifyReport, error)
 			}
 		}
 	}()
-	if err := m.align(ctx, live.Key, key); err != nil {
-		return nil, fmt.Errorf("verify %s: %w", key, err)
-	}
-	cmp, err := m.p.store.Compare(ctx, live.Key, key, v.Definition.Checks)
-	if err != nil {
-		return nil, fmt.Errorf("verify %s: %w", key, err)
+	var cmp *store.Comparison
+	for {
+		if err := m.align(ctx, live.Key, key); err != nil {
+			return nil, fmt.Errorf("verify %s: %w", key, err)
+		}
+		// Holds reach the runners through notifications: a version that was exactly at the
+		// target may apply one more batch before it sees its hold. Compare checks the offsets in
+		// its snapshot; if they differ, align again (the target rises past that batch).
+		cmp, err = m.p.store.Compare(ctx, live.Key, key, v.Definition.Checks)
+		if errors.Is(err, store.ErrNotAligned) && ctx.Err() == nil {
+			m.p.log.Info("verify: a version moved before it saw its hold; aligning again", "version", key, "err", err)
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("verify %s: %w", key, err)
+		}
+		break
 	}
 	if err := m.p.store.RecordVerification(ctx, cmp, key); err != nil {
 		return nil, err

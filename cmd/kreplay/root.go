@@ -225,7 +225,6 @@ func (a *app) getenv(cmd *cobra.Command) func(string) string {
 	}
 }
 
-
 // client connects the operator client of a command (Kafka only).
 func (a *app) client(cmd *cobra.Command) (*processor.Client, *topology.Config, error) {
 	cfg, err := a.config(cmd, needKafka)
