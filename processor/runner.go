@@ -159,27 +159,37 @@ func (r *runner) consume() (restart bool, err error) {
 		r.endSession(true)
 	}()
 
+	var watch orphanWatch
 	for {
 		// A session that stops itself wakes the poll (a quiet topic would block it for good), so
 		// that the member acts on the reason at once. wakePoll is set before the check, and
-		// stopItself closes selfStop before it wakes: no stop goes unnoticed.
-		pollCtx, wake := context.WithCancel(r.ctx)
+		// stopItself closes selfStop before it wakes: no stop goes unnoticed. A poll lasts
+		// orphanCheckEvery at most, so that the member watches for partitions nobody consumes.
+		sess := r.session()
+		pollCtx, wake := context.WithTimeout(r.ctx, orphanCheckEvery)
 		r.mu.Lock()
 		r.wakePoll = wake
 		r.mu.Unlock()
-		sess := r.session()
 		if over, restart, err := sessionOver(sess); over {
 			wake()
 			return restart, err
 		}
 		fetches := cl.PollRecords(pollCtx, 8192)
+		woken := pollCtx.Err() != nil
 		wake()
 		if fetches.IsClientClosed() || r.ctx.Err() != nil {
 			cl.AllowRebalance()
 			return false, nil
 		}
 		sess = r.session()
+		if r.orphaned(cl, &watch) {
+			cl.AllowRebalance()
+			return true, nil
+		}
 		fetches.EachError(func(topic string, partition int32, err error) {
+			if woken && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+				return // our own wake-up or timeout, not Kafka's
+			}
 			r.fetchError(sess, topic, partition, err)
 		})
 		if sess != nil {
@@ -187,6 +197,58 @@ func (r *runner) consume() (restart bool, err error) {
 		}
 		cl.AllowRebalance()
 	}
+}
+
+// orphanCheckEvery is how often a member checks that the version's partitions are consumed by
+// someone (see orphaned).
+const orphanCheckEvery = 2 * time.Second
+
+// orphanWatch is what a member remembers of its group generation for orphaned.
+type orphanWatch struct {
+	gen     int32
+	since   time.Time
+	checked time.Time
+}
+
+// orphaned reports whether this member should leave and rejoin the group because some of the
+// version's partitions have not been claimed in the current generation for longer than a
+// rebalance and two session timeouts: the member they were assigned to is gone without the group
+// noticing (seen with kfake when a member dies between JoinGroup and its response: it never
+// expires). Rejoining starts a rebalance, which drops members that do not rejoin. Both balancers
+// are eager: every partition is claimed again in every generation, so a partition whose
+// checkpoint generation is older than the group's has no consumer.
+func (r *runner) orphaned(cl *kgo.Client, w *orphanWatch) bool {
+	_, gen := cl.GroupMetadata()
+	if gen <= 0 {
+		w.gen = -1
+		return false
+	}
+	if gen != w.gen {
+		w.gen, w.since = gen, time.Now()
+		return false
+	}
+	k := r.p.cfg.Kafka
+	if time.Since(w.since) < k.RebalanceTimeout+2*k.SessionTimeout || time.Since(w.checked) < orphanCheckEvery {
+		return false
+	}
+	w.checked = time.Now()
+	cps, err := r.p.store.Checkpoints(r.ctx, r.key)
+	if err != nil {
+		return false
+	}
+	var unclaimed []string
+	for _, c := range cps {
+		if c.Generation < gen {
+			unclaimed = append(unclaimed, fmt.Sprintf("%s[%d]", c.Topic, c.Partition))
+		}
+	}
+	if len(unclaimed) == 0 {
+		return false
+	}
+	r.log.Warn("partitions assigned in this generation were never claimed: their member is gone; rejoining so that the group rebalances them",
+		"generation", gen, "unclaimed", unclaimed, "after", time.Since(w.since).Round(time.Second))
+	w.since = time.Now()
+	return true
 }
 
 // sessionOver says whether the member must leave the group because its session stopped itself:
