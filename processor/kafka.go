@@ -156,6 +156,30 @@ func (p *Processor) partitionBounds(ctx context.Context, topics []string) (ends,
 	return ends, starts, firstErr
 }
 
+// existingPartitions says which of tps exist in Kafka now (their topic was not deleted).
+func (p *Processor) existingPartitions(ctx context.Context, tps []store.TopicPartition) (map[store.TopicPartition]bool, error) {
+	var topics []string
+	for _, tp := range tps {
+		topics = append(topics, tp.Topic)
+	}
+	md, err := p.admin.Metadata(ctx, topics...)
+	if err != nil {
+		return nil, err
+	}
+	out := map[store.TopicPartition]bool{}
+	for _, tp := range tps {
+		td, ok := md.Topics[tp.Topic]
+		switch {
+		case !ok || errors.Is(td.Err, kerr.UnknownTopicOrPartition):
+		case td.Err != nil:
+			return nil, fmt.Errorf("metadata of %s: %w", tp.Topic, td.Err)
+		default:
+			_, out[tp] = td.Partitions[tp.Partition]
+		}
+	}
+	return out, nil
+}
+
 func cmpErr(first, err error) error {
 	if first != nil {
 		return first

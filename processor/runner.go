@@ -205,9 +205,10 @@ const orphanCheckEvery = 2 * time.Second
 
 // orphanWatch is what a member remembers of its group generation for orphaned.
 type orphanWatch struct {
-	gen     int32
-	since   time.Time
-	checked time.Time
+	gen        int32
+	since      time.Time
+	checked    time.Time
+	goneWarned bool
 }
 
 // orphaned reports whether this member should leave and rejoin the group because some of the
@@ -236,11 +237,32 @@ func (r *runner) orphaned(cl *kgo.Client, w *orphanWatch) bool {
 	if err != nil {
 		return false
 	}
-	var unclaimed []string
+	var stale []store.TopicPartition
 	for _, c := range cps {
 		if c.Generation < gen {
-			unclaimed = append(unclaimed, fmt.Sprintf("%s[%d]", c.Topic, c.Partition))
+			stale = append(stale, store.TopicPartition{Topic: c.Topic, Partition: c.Partition})
 		}
+	}
+	if len(stale) == 0 {
+		return false
+	}
+	// A partition whose topic was deleted from Kafka is assigned to nobody: no member to wait for.
+	exist, err := r.p.existingPartitions(r.ctx, stale)
+	if err != nil {
+		return false
+	}
+	var unclaimed, gone []string
+	for _, tp := range stale {
+		if exist[tp] {
+			unclaimed = append(unclaimed, tp.String())
+		} else {
+			gone = append(gone, tp.String())
+		}
+	}
+	if len(gone) > 0 && !w.goneWarned {
+		w.goneWarned = true
+		r.log.Warn("partitions of this version no longer exist in Kafka (was a source topic deleted?): nothing consumes them, the version goes on with the others",
+			"gone", gone)
 	}
 	if len(unclaimed) == 0 {
 		return false
@@ -321,7 +343,9 @@ func (r *runner) adjust(ctx context.Context, offsets map[string]map[int32]kgo.Of
 	member, gen := cl.GroupMetadata()
 	v := r.version()
 	var tps []store.TopicPartition
+	var topics []string
 	for t, ps := range offsets {
+		topics = append(topics, t)
 		for p := range ps {
 			tps = append(tps, store.TopicPartition{Topic: t, Partition: p})
 		}
@@ -339,7 +363,9 @@ func (r *runner) adjust(ctx context.Context, offsets map[string]map[int32]kgo.Of
 		r.p.health.postgres(!store.IsTransient(err), err)
 		return nil, fmt.Errorf("claim partitions of %s: %w", r.key, err)
 	}
-	ends, starts, err := r.p.partitionBounds(ctx, v.Topics())
+	// Only the assigned topics: a source topic deleted from Kafka is not assigned, and must not
+	// keep the member from consuming the others.
+	ends, starts, err := r.p.partitionBounds(ctx, topics)
 	if err != nil {
 		return nil, fmt.Errorf("list offsets of %s: %w", r.key, err)
 	}

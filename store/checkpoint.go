@@ -14,6 +14,8 @@ type TopicPartition struct {
 	Partition int32
 }
 
+func (tp TopicPartition) String() string { return fmt.Sprintf("%s[%d]", tp.Topic, tp.Partition) }
+
 // Checkpoint is a version's position in one partition.
 type Checkpoint struct {
 	Version      string
