@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/kreplay/kreplay/internal/testkit"
 	"github.com/kreplay/kreplay/processor"
 	"github.com/kreplay/kreplay/processor/kafkatest"
 	"github.com/kreplay/kreplay/store"
@@ -259,7 +260,7 @@ func runKreplay(t *testing.T, want []string) kreplayRun {
 	_, err = mgr.Create(ctx, processor.CreateRequest{Key: "balances_v2", Projection: "balances", Start: true})
 	require.NoError(t, err, "create balances_v2")
 	db := storetest.Conn(t, dbURL)
-	waitFor(t, 30*time.Second, func() bool {
+	testkit.Eventually(t, 30*time.Second, func() bool {
 		var state string
 		err := db.QueryRow(ctx, "SELECT state FROM kreplay.versions WHERE key = $1", "balances_v2").Scan(&state)
 		require.NoError(t, err)
@@ -338,17 +339,6 @@ func requireBalances(t *testing.T, ctx context.Context, db *pgx.Conn, bank *kafk
 	}
 	require.Equal(t, int64(len(bank.Balances())), accounts, "accounts in the live view")
 	require.Equal(t, wantTotal, total, "sum of the balances in the live view")
-}
-
-func waitFor(t *testing.T, timeout time.Duration, cond func() bool, msg string) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %s", timeout, msg)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // The dashboard queries only metrics that kreplay (or kminion) really exposes, with labels they

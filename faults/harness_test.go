@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/kreplay/kreplay/internal/testkit"
 	"github.com/kreplay/kreplay/processor"
 	"github.com/kreplay/kreplay/processor/kafkatest"
 	"github.com/kreplay/kreplay/store/storetest"
@@ -410,17 +411,7 @@ func (e *env) caughtUp(key string) bool {
 	return true
 }
 
-func eventually(t *testing.T, timeout time.Duration, cond func() bool, msg string, args ...any) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("after %s: "+msg, append([]any{timeout}, args...)...)
-}
+var eventually = testkit.Eventually
 
 // exact checks every running version of the bank projection(s) against the log: balances (and
 // event counts where the table has them) equal the values computed from the events, every

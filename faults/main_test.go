@@ -3,26 +3,20 @@ package faults
 import (
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
+
+	"github.com/kreplay/kreplay/internal/testkit"
 )
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "kreplay-faults")
-	if err != nil {
+	var remove func()
+	var err error
+	if binary, remove, err = testkit.BuildBinary("../cmd/kreplay", "kreplay"); err != nil {
 		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binary = filepath.Join(dir, "kreplay")
-	build := exec.Command("go", "build", "-o", binary, "../cmd/kreplay")
-	build.Stdout, build.Stderr = os.Stdout, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build kreplay:", err)
 		os.Exit(1)
 	}
 	code := m.Run()
 	printTable()
-	_ = os.RemoveAll(dir)
+	remove()
 	os.Exit(code)
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
+	"github.com/kreplay/kreplay/internal/testkit"
 	"github.com/kreplay/kreplay/processor"
 	"github.com/kreplay/kreplay/processor/kafkatest"
 	"github.com/kreplay/kreplay/store/storetest"
@@ -109,18 +110,8 @@ func (r *running) stop() error {
 	}
 }
 
-// eventually polls cond every 50ms until it is true, failing after timeout with msg.
-func eventually(t *testing.T, timeout time.Duration, cond func() bool, msg string, args ...any) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("after %s: "+msg, append([]any{timeout}, args...)...)
-}
+// eventually polls cond until it is true, failing after timeout with msg.
+var eventually = testkit.Eventually
 
 // balances reads schema.balances (account -> total).
 func (b *bundle) balances(schema string) map[string]int64 {

@@ -5,17 +5,16 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/kreplay/kreplay/internal/testkit"
 	"github.com/kreplay/kreplay/processor/kafkatest"
 	"github.com/kreplay/kreplay/store/storetest"
 )
@@ -24,21 +23,14 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "kreplay-cli-test")
-	if err != nil {
+	var remove func()
+	var err error
+	if binary, remove, err = testkit.BuildBinary(".", "kreplay"); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	binary = filepath.Join(dir, "kreplay")
-	build := exec.Command("go", "build", "-o", binary, ".")
-	build.Stdout, build.Stderr = os.Stdout, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build kreplay:", err)
-		_ = os.RemoveAll(dir)
-		os.Exit(1)
-	}
 	code := m.Run()
-	_ = os.RemoveAll(dir)
+	remove()
 	if code == 0 {
 		// Every in-process serve and client must be gone: the commands leave no goroutines
 		// behind.
@@ -116,21 +108,8 @@ func decodeStatuses(t *testing.T, out string) map[string]statusJSON {
 	return byKey
 }
 
-// eventually polls cond every 100ms until it holds, failing after timeout with the last
-// reason cond gave.
-func eventually(t *testing.T, timeout time.Duration, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	why := ""
-	for time.Now().Before(deadline) {
-		var ok bool
-		if ok, why = cond(); ok {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("not true after %s: %s", timeout, why)
-}
+// eventually polls cond until it holds, failing after timeout with the last reason cond gave.
+var eventually = testkit.EventuallyWhy
 
 // syncBuffer is a goroutine-safe buffer for a serve's logs.
 type syncBuffer struct {
