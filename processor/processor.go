@@ -86,7 +86,7 @@ func New(cfg *topology.Config, opts Options) *Processor {
 		shutdownTimeout: opts.ShutdownTimeout,
 		started:         make(chan struct{}),
 		runners:         map[string]*runner{},
-		tsCache:         tsCache{m: map[store.TopicPartition]cachedTS{}},
+		tsCache:         tsCache{m: map[recordAt]time.Time{}},
 		instance:        instanceName(),
 		autoTried:       map[string]struct{}{},
 	}

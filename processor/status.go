@@ -92,10 +92,10 @@ func (m *Manager) Status(ctx context.Context, all bool) ([]Status, error) {
 	}
 	now := time.Now()
 	var out []Status
-	var peek map[store.TopicPartition]int64
+	var peek map[recordAt]bool
 	type lagging struct {
 		i  int
-		tp store.TopicPartition
+		at recordAt
 	}
 	var lags []lagging
 	for _, v := range versions {
@@ -134,11 +134,12 @@ func (m *Manager) Status(ctx context.Context, all bool) ([]Status, error) {
 					st.Partitions = append(st.Partitions, ps)
 					st.LagEvents += ps.Lag
 					if ps.Lag > 0 && v.StartedAt != nil {
-						lags = append(lags, lagging{len(out), tp})
+						at := recordAt{tp, c.NextOffset}
+						lags = append(lags, lagging{len(out), at})
 						if peek == nil {
-							peek = map[store.TopicPartition]int64{}
+							peek = map[recordAt]bool{}
 						}
-						peek[tp] = c.NextOffset
+						peek[at] = true
 					}
 					done += max(0, min(c.NextOffset, c.TargetOffset)-c.StartOffset)
 					total += max(0, c.TargetOffset-c.StartOffset)
@@ -180,7 +181,7 @@ func (m *Manager) Status(ctx context.Context, all bool) ([]Status, error) {
 	if len(peek) > 0 {
 		times := m.p.recordTimes(ctx, peek)
 		for _, l := range lags {
-			if ts, ok := times[l.tp]; ok {
+			if ts, ok := times[l.at]; ok {
 				out[l.i].LagSeconds = max(out[l.i].LagSeconds, now.Sub(ts).Seconds(), 0)
 			}
 		}
