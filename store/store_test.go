@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -83,24 +84,23 @@ func TestValidateDefinitionNamesTheCulprit(t *testing.T) {
 		err := s.ValidateDefinition(ctx, definition(t, yaml))
 		require.ErrorContains(t, err, tc.want, tc.to)
 	}
+
+	// Every problem is reported, and only the problems: a refused statement does not make the
+	// ones after it fail ("current transaction is aborted").
+	yaml := replaceOnce(t, accountsYAML, "INSERT INTO balances AS b", "INSERT INTO balancez AS b")
+	yaml = replaceOnce(t, yaml, "SELECT count(*) FROM balances", "SELECT count(*) FROM balance")
+	require.EqualError(t, s.ValidateDefinition(ctx, definition(t, yaml)),
+		`projection "accounts": handler "Deposited": relation "balancez" does not exist [SQLSTATE 42P01]`+"\n"+
+			`projection "accounts": checks[0]: relation "balance" does not exist [SQLSTATE 42P01]`)
+
 	require.Equal(t, int64(0), scalar(t, s, "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'kreplay_check_%'"), "scratch schemas are rolled back")
 	require.Equal(t, int64(0), scalar(t, s, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"))
 }
 
 func replaceOnce(t *testing.T, s, from, to string) string {
 	t.Helper()
-	i := indexOf(s, from)
-	require.GreaterOrEqual(t, i, 0, "%q not in the config", from)
-	return s[:i] + to + s[i+len(from):]
-}
-
-func indexOf(s, sub string) int {
-	for i := 0; i+len(sub) <= len(s); i++ {
-		if s[i:i+len(sub)] == sub {
-			return i
-		}
-	}
-	return -1
+	require.Contains(t, s, from, "not in the config")
+	return strings.Replace(s, from, to, 1)
 }
 
 func item(typ, agg string, data string, partition int32, offset int64) store.Item {
@@ -275,9 +275,9 @@ func TestAnInterruptedSwapLeavesOneVersionLive(t *testing.T) {
 			completed++
 		} else {
 			require.True(t, errors.Is(swapErr, context.DeadlineExceeded) || errors.Is(swapErr, context.Canceled) ||
-				indexOf(swapErr.Error(), "gave up") >= 0 || indexOf(swapErr.Error(), "canceling statement") >= 0 ||
-				indexOf(swapErr.Error(), "conn closed") >= 0 || indexOf(swapErr.Error(), "timeout") >= 0 ||
-				indexOf(swapErr.Error(), "is already the live version") >= 0 || indexOf(swapErr.Error(), "it is live") >= 0, "%v", swapErr)
+				strings.Contains(swapErr.Error(), "gave up") || strings.Contains(swapErr.Error(), "canceling statement") ||
+				strings.Contains(swapErr.Error(), "conn closed") || strings.Contains(swapErr.Error(), "timeout") ||
+				strings.Contains(swapErr.Error(), "is already the live version") || strings.Contains(swapErr.Error(), "it is live"), "%v", swapErr)
 		}
 		// In one snapshot (an interrupted swap may still be committing: its client gave up after
 		// sending COMMIT): the live version, its state, and what every view points at.

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/kreplay/kreplay/topology"
@@ -67,11 +68,28 @@ func (s *Store) ValidateDefinition(ctx context.Context, def topology.Definition)
 	var errs []error
 	pg := conn.Conn().PgConn()
 	tm := conn.Conn().TypeMap()
+	// Each statement is prepared under a savepoint: a statement PostgreSQL refuses aborts the
+	// transaction, and every statement after it would be reported as failing too.
+	prepare := func(sql string) (sd *pgconn.StatementDescription, refused, err error) {
+		if _, err := tx.Exec(ctx, "SAVEPOINT kreplay_check"); err != nil {
+			return nil, nil, err
+		}
+		sd, refused = pg.Prepare(ctx, "", sql, nil)
+		if refused != nil {
+			if _, err := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT kreplay_check"); err != nil {
+				return nil, refused, fmt.Errorf("validate projection %q: %w", def.Projection, err)
+			}
+		}
+		return sd, refused, nil
+	}
 	for _, t := range types {
 		h := handlers[t]
-		sd, err := pg.Prepare(ctx, "", h.Positional, nil)
+		sd, refused, err := prepare(h.Positional)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("projection %q: handler %q: %s", def.Projection, t, pgMessage(err)))
+			return err
+		}
+		if refused != nil {
+			errs = append(errs, fmt.Errorf("projection %q: handler %q: %s", def.Projection, t, pgMessage(refused)))
 			continue
 		}
 		for i, oid := range sd.ParamOIDs {
@@ -94,13 +112,21 @@ func (s *Store) ValidateDefinition(ctx context.Context, def topology.Definition)
 		errs = append(errs, err)
 	}
 	for _, f := range folds {
-		if _, err := pg.Prepare(ctx, "", f.sql, nil); err != nil {
-			errs = append(errs, fmt.Errorf("projection %q: fold %q: %s", def.Projection, f.table, pgMessage(err)))
+		_, refused, err := prepare(f.sql)
+		if err != nil {
+			return err
+		}
+		if refused != nil {
+			errs = append(errs, fmt.Errorf("projection %q: fold %q: %s", def.Projection, f.table, pgMessage(refused)))
 		}
 	}
 	for i, q := range def.Checks {
-		if _, err := pg.Prepare(ctx, "", q, nil); err != nil {
-			errs = append(errs, fmt.Errorf("projection %q: checks[%d]: %s", def.Projection, i, pgMessage(err)))
+		_, refused, err := prepare(q)
+		if err != nil {
+			return err
+		}
+		if refused != nil {
+			errs = append(errs, fmt.Errorf("projection %q: checks[%d]: %s", def.Projection, i, pgMessage(refused)))
 		}
 	}
 	return errors.Join(errs...)
