@@ -20,6 +20,8 @@ type Config struct {
 	Control     ControlConfig  `yaml:"control"`
 	Sources     []Source       `yaml:"sources"`
 	Projections []Projection   `yaml:"projections"`
+
+	envErrs []string // what ApplyEnv could not use; Validate reports it
 }
 
 // KafkaConfig is how kreplay reaches Kafka.
@@ -170,7 +172,11 @@ func (c *Config) ApplyEnv(getenv func(string) string) {
 				brokers = append(brokers, b)
 			}
 		}
-		c.Kafka.Brokers = brokers
+		if len(brokers) == 0 {
+			c.envErrs = append(c.envErrs, fmt.Sprintf("KREPLAY_BROKERS %q names no broker; set it to host:port[,host:port...] or unset it", v))
+		} else {
+			c.Kafka.Brokers = brokers
+		}
 	}
 	if v := strings.TrimSpace(getenv("KREPLAY_DATABASE_URL")); v != "" {
 		c.Postgres.URL = v
@@ -255,6 +261,9 @@ func (c *Config) Source(topic string) (*Source, bool) {
 // found, joined; each names the setting at fault and how to fix it.
 func (c *Config) Validate() error {
 	v := &validator{}
+	for _, e := range c.envErrs {
+		v.add("%s", e)
+	}
 	c.validateKafka(v)
 	c.validatePostgres(v)
 	if l := c.HTTP.Listen; l != "off" {
@@ -369,8 +378,9 @@ func (c *Config) validatePostgres(v *validator) {
 	if p.MaxConns < 1 {
 		v.add("postgres.max_conns %d: must be at least 1", p.MaxConns)
 	}
-	if p.LockTimeout <= 0 {
-		v.add("postgres.lock_timeout %s: must be positive, such as 200ms", p.LockTimeout)
+	if p.LockTimeout < time.Millisecond {
+		// PostgreSQL takes whole milliseconds, and lock_timeout = 0 means no timeout at all.
+		v.add("postgres.lock_timeout %s: must be at least 1ms, such as 200ms", p.LockTimeout)
 	}
 	if p.ReaderRole != "" {
 		if err := ValidateIdentifier(p.ReaderRole); err != nil {

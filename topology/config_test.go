@@ -234,6 +234,11 @@ func TestLoadAppliesEnvBeforeDefaultsAndValidation(t *testing.T) {
 	// An environment that makes the config invalid is reported by Load.
 	_, err = Load("testdata/kreplay.yaml", env(map[string]string{"KREPLAY_BROKERS": "embedded,k1:9092"}))
 	require.ErrorContains(t, err, `testdata/kreplay.yaml: kafka.brokers: "embedded" must be the only entry`)
+
+	// A variable that is set but names no broker is refused, not read as "use the default
+	// 127.0.0.1:9092".
+	_, err = Load("testdata/kreplay.yaml", env(map[string]string{"KREPLAY_BROKERS": " , "}))
+	require.ErrorContains(t, err, `testdata/kreplay.yaml: KREPLAY_BROKERS " , " names no broker; set it to host:port[,host:port...] or unset it`)
 }
 
 func TestLoadErrors(t *testing.T) {
@@ -503,7 +508,8 @@ func TestValidate(t *testing.T) {
 		{"live schema quote", func(c *Config) { c.Postgres.LiveSchema = `x"; DROP SCHEMA public; --` }, `postgres.live_schema: invalid identifier "x\"; DROP SCHEMA public; --"`},
 		{"live schema reserved", func(c *Config) { c.Postgres.LiveSchema = "select" }, `postgres.live_schema: invalid identifier "select": a reserved SQL keyword`},
 		{"max conns", func(c *Config) { c.Postgres.MaxConns = -1 }, `postgres.max_conns -1: must be at least 1`},
-		{"lock timeout", func(c *Config) { c.Postgres.LockTimeout = -time.Millisecond }, `postgres.lock_timeout -1ms: must be positive`},
+		{"lock timeout", func(c *Config) { c.Postgres.LockTimeout = -time.Millisecond }, `postgres.lock_timeout -1ms: must be at least 1ms`},
+		{"lock timeout under a millisecond", func(c *Config) { c.Postgres.LockTimeout = 500 * time.Microsecond }, `postgres.lock_timeout 500µs: must be at least 1ms`},
 		{"reader role", func(c *Config) { c.Postgres.ReaderRole = "pg_read_all_data" }, `postgres.reader_role: invalid identifier "pg_read_all_data": names starting with "pg_" are reserved by PostgreSQL`},
 		{"reader role public", func(c *Config) { c.Postgres.ReaderRole = "public" }, `postgres.reader_role "public": PUBLIC is not a role`},
 		{"http listen", func(c *Config) { c.HTTP.Listen = "9464" }, `http.listen "9464": want host:port, such as ":9464" or "127.0.0.1:9464"; or "off" to disable the HTTP server`},
