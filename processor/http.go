@@ -18,7 +18,8 @@ type httpServer struct {
 
 // Handler is kreplay's HTTP API: /metrics, /healthz (the process is alive), /readyz (Kafka
 // and PostgreSQL answer; 503 otherwise), GET /api/replays (the status JSON) and
-// GET /api/assignments (what this instance consumes, and whether it leads).
+// GET /api/assignments (the topics and partitions this instance consumes per version, their
+// count, and whether it leads: see Assignments).
 func (p *Processor) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(p.reg, promhttp.HandlerOpts{Registry: p.reg}))
@@ -48,25 +49,11 @@ func (p *Processor) Handler() http.Handler {
 	})
 	mux.HandleFunc("GET /api/assignments", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(p.Assignments())
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(p.Assignments())
 	})
 	return mux
-}
-
-// Assignments are the partitions this instance consumes now, per running version (0 when another
-// member owns them), with the instance's name.
-func (p *Processor) Assignments() map[string]any {
-	p.mu.Lock()
-	runners := make(map[string]*runner, len(p.runners))
-	for k, r := range p.runners {
-		runners[k] = r
-	}
-	p.mu.Unlock()
-	versions := map[string]int{}
-	for k, r := range runners {
-		versions[k] = r.assigned()
-	}
-	return map[string]any{"instance": p.instance, "leader": p.leading.Load(), "versions": versions}
 }
 
 func (p *Processor) listenHTTP(ctx context.Context) (*httpServer, error) {
