@@ -332,15 +332,21 @@ func writePartitions(w io.Writer, ps []processor.PartitionStatus, target bool) e
 	return t.flush()
 }
 
-// lagReport is `kreplay lag KEY -o json`.
+// lagReport is `kreplay lag KEY -o json`: the documented `-o json` fields (README, DESIGN.md)
+// and the version's partitions.
 type lagReport struct {
-	Key        string                      `json:"key"`
-	Projection string                      `json:"projection"`
-	State      string                      `json:"state"`
-	LagEvents  int64                       `json:"lag_events"`
-	LagSeconds float64                     `json:"lag_seconds"`
-	Partitions []processor.PartitionStatus `json:"partitions"`
-	UpdatedAt  time.Time                   `json:"updated_at"`
+	Key           string                      `json:"key"`
+	Projection    string                      `json:"projection"`
+	State         string                      `json:"state"`
+	Live          bool                        `json:"live"`
+	AppliedEvents int64                       `json:"applied_events"`
+	Progress      float64                     `json:"progress"`
+	ETASeconds    *float64                    `json:"eta_seconds"`
+	LagEvents     int64                       `json:"lag_events"`
+	LagSeconds    float64                     `json:"lag_seconds"`
+	Error         string                      `json:"error"`
+	Partitions    []processor.PartitionStatus `json:"partitions"`
+	UpdatedAt     time.Time                   `json:"updated_at"`
 }
 
 func lagOf(st processor.Status) lagReport {
@@ -348,8 +354,9 @@ func lagOf(st processor.Status) lagReport {
 	if ps == nil {
 		ps = []processor.PartitionStatus{}
 	}
-	return lagReport{Key: st.Key, Projection: st.Projection, State: st.State, LagEvents: st.LagEvents,
-		LagSeconds: st.LagSeconds, Partitions: ps, UpdatedAt: st.UpdatedAt}
+	return lagReport{Key: st.Key, Projection: st.Projection, State: st.State, Live: st.Live,
+		AppliedEvents: st.AppliedEvents, Progress: st.Progress, ETASeconds: st.ETASeconds,
+		LagEvents: st.LagEvents, LagSeconds: st.LagSeconds, Error: st.Error, Partitions: ps, UpdatedAt: st.UpdatedAt}
 }
 
 func writeLag(w io.Writer, st processor.Status) error {
