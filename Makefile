@@ -13,7 +13,7 @@ help: ## list the targets
 build: ## build bin/kreplay
 	$(GO) build -o $(BIN) ./cmd/kreplay
 
-postgres: ## make sure the local PostgreSQL is reachable (starts/installs it if needed)
+postgres: ## make sure KREPLAY_TEST_DATABASE_URL's PostgreSQL answers (starts/installs a local one if needed)
 	@bash scripts/ensure-postgres.sh
 
 test: postgres ## run the test suite against real PostgreSQL and kfake (short fault scenarios included)
@@ -31,8 +31,8 @@ fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 	@for f in $$($(GO) test -list 'Fuzz.*' ./topology/ | grep ^Fuzz); do \
 		$(GO) test -run='^$$' -fuzz="^$$f$$" -fuzztime=$${FUZZTIME:-30s} ./topology/ || exit 1; done
 
-demo: postgres ## the whole story on the embedded broker and the local PostgreSQL
-	$(GO) run ./cmd/kreplay demo
+demo: postgres ## the whole story on the embedded broker and the PostgreSQL `make postgres` checks
+	$(GO) run ./cmd/kreplay demo --database-url "$$KREPLAY_TEST_DATABASE_URL"
 
 bench: postgres ## replay throughput side by side (EVENTS=N, default 1000000); writes bench/results.json
 	$(GO) run ./bench -events $(EVENTS)

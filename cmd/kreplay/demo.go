@@ -59,7 +59,9 @@ embedded (in-process) Kafka broker, serve bootstrapping the live version, a chan
 definition replayed as a new version while events keep arriving, verify, promote
 while readers query the live view, rollback, promote again, remove the old version.
 It creates (and leaves, for you to look at) the database --database on the
-PostgreSQL server of --database-url / KREPLAY_DATABASE_URL (default local).`,
+PostgreSQL server of --database-url, else KREPLAY_DATABASE_URL, else
+DATABASE_URL, else postgres://postgres@127.0.0.1:5432/postgres (it connects to
+that URL's database to create it; it does not read the config file).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.ServerURL = a.databaseURL
@@ -86,7 +88,7 @@ PostgreSQL server of --database-url / KREPLAY_DATABASE_URL (default local).`,
 	f.IntVar(&o.Rate, "rate", 500, "events per second arriving while the replay runs")
 	// Readers query in a tight loop: more of them than twice the CPUs measure the scheduler (on 2
 	// CPUs, 8 readers saw 13-900ms maxima; 4 stayed under 10ms), not the swap.
-	f.IntVar(&o.Readers, "readers", min(8, 2*runtime.NumCPU()), "concurrent readers of the live view during the swaps (default: twice the CPUs, at most 8)")
+	f.IntVar(&o.Readers, "readers", min(8, 2*runtime.NumCPU()), "concurrent readers of the live view during the swaps; the default is twice the CPUs, at most 8")
 	return cmd
 }
 
