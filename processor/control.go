@@ -97,6 +97,9 @@ func (p *Processor) lead(ctx context.Context) error {
 				rerr = ctx.Err()
 				return
 			}
+			if out.OK {
+				p.refreshStatus(ctx, 5*time.Second)
+			}
 			if err := p.publishOutcome(ctx, out); err != nil {
 				rerr = err
 				return
@@ -283,9 +286,7 @@ func (p *Processor) dispatch(ctx context.Context, cmd *Command) (any, error) {
 		case "remove":
 			var v *store.Version
 			if v, err = m.Remove(ctx, cmd.Replay); err == nil {
-				if perr := p.publishTombstone(ctx, v.Key); perr != nil {
-					p.log.Warn("could not clear the removed version's status record", "err", perr)
-				}
+				// The status loop writes the status record's tombstone.
 				return map[string]string{"key": v.Key, "state": string(v.State)}, nil
 			}
 		}
@@ -330,11 +331,6 @@ func (p *Processor) publishOutcome(ctx context.Context, out Outcome) error {
 	return retryKafka(ctx, func() error { return p.producer.ProduceSync(ctx, rec).FirstErr() })
 }
 
-func (p *Processor) publishTombstone(ctx context.Context, key string) error {
-	rec := &kgo.Record{Topic: p.cfg.Kafka.StatusTopic, Key: []byte(key)}
-	return p.producer.ProduceSync(ctx, rec).FirstErr()
-}
-
 // statusPublisher remembers what was last published per version, to publish on change and
 // otherwise every statusRefresh.
 type statusPublisher struct {
@@ -349,9 +345,13 @@ type publishedStatus struct {
 
 const statusRefresh = 30 * time.Second
 
+// tombstoned is the fingerprint of a removed version whose status record was cleared.
+const tombstoned = "removed"
+
 // afterStatus runs on every status computation: the leader publishes changed statuses (and all
-// of them every statusRefresh) and promotes auto-promote versions that are ready.
-func (p *Processor) afterStatus(ctx context.Context, statuses []Status) {
+// of them every statusRefresh), a tombstone for each removed version whose record it has not
+// cleared yet, and promotes auto-promote versions that are ready.
+func (p *Processor) afterStatus(ctx context.Context, statuses []Status, removed []string) {
 	if !p.leading.Load() {
 		return
 	}
@@ -373,6 +373,12 @@ func (p *Processor) afterStatus(ctx context.Context, statuses []Status) {
 		}
 		recs = append(recs, &kgo.Record{Topic: p.cfg.Kafka.StatusTopic, Key: []byte(st.Key), Value: b})
 		p.published.last[st.Key] = publishedStatus{fp, now}
+	}
+	for _, key := range removed {
+		if p.published.last[key].fingerprint != tombstoned {
+			recs = append(recs, &kgo.Record{Topic: p.cfg.Kafka.StatusTopic, Key: []byte(key)})
+			p.published.last[key] = publishedStatus{tombstoned, now}
+		}
 	}
 	p.published.mu.Unlock()
 	if len(recs) > 0 {

@@ -62,6 +62,7 @@ type Processor struct {
 	abrupt    atomic.Bool // Kill: stop without finishing batches or committing offsets
 	leading   atomic.Bool
 	published statusPublisher
+	statusNow chan chan struct{} // refreshStatus -> statusLoop
 	autoMu    sync.Mutex
 	autoTried map[string]struct{}
 	autoBusy  bool
@@ -89,6 +90,7 @@ func New(cfg *topology.Config, opts Options) *Processor {
 		tsCache:         tsCache{m: map[recordAt]time.Time{}},
 		instance:        instanceName(),
 		autoTried:       map[string]struct{}{},
+		statusNow:       make(chan chan struct{}),
 	}
 }
 

@@ -8,20 +8,32 @@ import (
 )
 
 // statusLoop computes every version's status each status_interval: for /api/replays, the
-// gauges (lag, state, progress, ETA, drift) and, on the leader, the status topic and
-// auto-promotion.
+// gauges (lag, state, progress, ETA, drift) and, on the leader, the status topic (statuses of
+// changed versions, tombstones of removed ones: one goroutine writes both, so a removed
+// version's last status never lands after its tombstone) and auto-promotion. refreshStatus asks
+// it for a round at once.
 func (p *Processor) statusLoop(ctx context.Context) error {
 	tick := time.NewTicker(p.cfg.Control.StatusInterval)
 	defer tick.Stop()
 	known := map[string]string{} // key -> projection, to forget removed versions' gauges
+	var waiters []chan struct{}
 	for {
-		statuses, err := p.mgr.Status(ctx, false)
+		all, err := p.mgr.Status(ctx, true)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			p.log.Debug("status", "err", err)
 		} else {
+			var statuses []Status
+			var removed []string
+			for _, st := range all {
+				if st.State == string(store.StateRemoved) {
+					removed = append(removed, st.Key)
+				} else {
+					statuses = append(statuses, st)
+				}
+			}
 			p.mu.Lock()
 			p.statuses = statuses
 			p.mu.Unlock()
@@ -37,13 +49,40 @@ func (p *Processor) statusLoop(ctx context.Context) error {
 					delete(known, key)
 				}
 			}
-			p.afterStatus(ctx, statuses)
+			p.afterStatus(ctx, statuses, removed)
 		}
+		for _, w := range waiters {
+			close(w)
+		}
+		waiters = nil
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-tick.C:
+		case w := <-p.statusNow:
+			waiters = append(waiters, w)
 		}
+	}
+}
+
+// refreshStatus has the status loop compute and publish the statuses now, and waits for it (at
+// most wait): a command's outcome is published after the state it changed, so that the CLI,
+// which waits for the outcome, then reads the new state from the status topic.
+func (p *Processor) refreshStatus(ctx context.Context, wait time.Duration) {
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	done := make(chan struct{})
+	select {
+	case p.statusNow <- done:
+	case <-t.C:
+		return
+	case <-ctx.Done():
+		return
+	}
+	select {
+	case <-done:
+	case <-t.C:
+	case <-ctx.Done():
 	}
 }
 

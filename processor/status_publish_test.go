@@ -1,0 +1,63 @@
+package processor_test
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/kreplay/kreplay/processor"
+	"github.com/kreplay/kreplay/processor/kafkatest"
+)
+
+// A command's outcome is published after the statuses it changed: an operator who runs a command
+// and then `kreplay status` sees the new state, not the one before the command (the status topic
+// used to catch up only at the next status_interval). A removed version's record is cleared by
+// then too.
+func TestTheStatusTopicHasTheNewStateWhenTheOutcomeArrives(t *testing.T) {
+	t.Parallel()
+	const topic = "bank.accounts"
+	b := setup(t, map[string]int32{topic: 2})
+	bank := kafkatest.NewBank(topic, 2, 20, 7)
+	b.kafka.Produce(bank.Events(200)...)
+	cfg := b.config(kafkatest.BankConfig(topic, 2, "global", false))
+	cfg.Control.StatusInterval = time.Hour // only commands make the statuses move
+	b.start(cfg)
+	eventually(t, 30*time.Second, func() bool { return b.caughtUp("balances_v1", topic) }, "v1 did not catch up")
+
+	cl, err := processor.NewClient(cfg, nil)
+	require.NoError(t, err)
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	states := func() map[string]string {
+		sts, err := cl.Statuses(ctx)
+		require.NoError(t, err)
+		out := map[string]string{}
+		for _, st := range sts {
+			out[st.Key] = st.State
+		}
+		return out
+	}
+	send := func(command, replay, options string) {
+		t.Helper()
+		cmd := processor.Command{ID: command + "-" + replay, Command: command, Replay: replay, Projection: "balances"}
+		if options != "" {
+			cmd.Options = json.RawMessage(options)
+		}
+		o, err := cl.Send(ctx, cmd)
+		require.NoError(t, err)
+		require.True(t, o.OK, o.Error)
+	}
+
+	send("create", "balances_v2", "")
+	require.Equal(t, "created", states()["balances_v2"])
+	send("start", "balances_v2", "")
+	require.Contains(t, []string{"replaying", "tailing"}, states()["balances_v2"])
+	send("pause", "balances_v2", "")
+	require.Equal(t, "paused", states()["balances_v2"])
+	send("remove", "balances_v2", "")
+	require.Equal(t, map[string]string{"balances_v1": "live"}, states(), "the removed version's record is cleared")
+}
