@@ -86,7 +86,12 @@ func (c *Client) Send(ctx context.Context, cmd Command) (*Outcome, error) {
 	if err != nil {
 		return nil, fmt.Errorf("status topic %s: %w", c.cfg.StatusTopic, err)
 	}
-	rec := &kgo.Record{Topic: c.cfg.ControlTopic, Key: []byte(cmd.Replay + cmd.Projection), Value: value}
+	// Keyed by replay key (DESIGN.md); rollback names only a projection.
+	key := cmd.Replay
+	if key == "" {
+		key = cmd.Projection
+	}
+	rec := &kgo.Record{Topic: c.cfg.ControlTopic, Key: []byte(key), Value: value}
 	if c.secret != "" {
 		rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: SignatureHeader, Value: []byte(Sign([]byte(c.secret), value))})
 	}

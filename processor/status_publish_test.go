@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kreplay/kreplay/processor"
 	"github.com/kreplay/kreplay/processor/kafkatest"
@@ -60,4 +61,14 @@ func TestTheStatusTopicHasTheNewStateWhenTheOutcomeArrives(t *testing.T) {
 	require.Equal(t, "paused", states()["balances_v2"])
 	send("remove", "balances_v2", "")
 	require.Equal(t, map[string]string{"balances_v1": "live"}, states(), "the removed version's record is cleared")
+
+	// The commands are keyed by replay key (DESIGN.md).
+	rd, err := kgo.NewClient(kgo.SeedBrokers(b.kafka.Addrs...), kgo.ConsumeTopics(cfg.Kafka.ControlTopic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	require.NoError(t, err)
+	defer rd.Close()
+	var keys []string
+	for len(keys) < 4 && ctx.Err() == nil {
+		rd.PollFetches(ctx).EachRecord(func(r *kgo.Record) { keys = append(keys, string(r.Key)) })
+	}
+	require.Equal(t, []string{"balances_v2", "balances_v2", "balances_v2", "balances_v2"}, keys)
 }
