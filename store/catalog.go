@@ -235,7 +235,8 @@ type NewVersion struct {
 }
 
 // CreateVersion creates a version in one transaction: its catalog row, its schema and tables,
-// and, as asked, its checkpoints (started) and the live views (bootstrap).
+// and, as asked, its checkpoints (started) and the live views (bootstrap). A transaction
+// PostgreSQL refuses because of a concurrent one is run again, a few times.
 func (s *Store) CreateVersion(ctx context.Context, nv NewVersion) (*Version, error) {
 	if err := topology.ValidateKey(nv.Key); err != nil {
 		return nil, err
@@ -251,8 +252,29 @@ func (s *Store) CreateVersion(ctx context.Context, nv NewVersion) (*Version, err
 	if err != nil {
 		return nil, err
 	}
+	// A transaction refused for a concurrent one (two instances granting the reader role usage
+	// on the live schema at once, say) rolled back entirely: run it again.
+	backoff := 20 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		created, err := s.createVersionOnce(ctx, nv, def, opts)
+		if err == nil || !isConflict(err) || attempt == createAttempts || ctx.Err() != nil {
+			return created, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*3/2, time.Second)
+	}
+}
+
+// createAttempts bounds CreateVersion's attempts on conflicts with concurrent transactions.
+const createAttempts = 10
+
+func (s *Store) createVersionOnce(ctx context.Context, nv NewVersion, def, opts []byte) (*Version, error) {
 	var created *Version
-	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		name := nv.Definition.Projection
 		if _, err := tx.Exec(ctx, `INSERT INTO kreplay.projections (name) VALUES ($1) ON CONFLICT DO NOTHING`, name); err != nil {
 			return err

@@ -80,7 +80,8 @@ func IsTransient(err error) bool {
 			"58": // system error
 			return true
 		}
-		return pgErr.Code == "55P03" // lock_not_available (lock_timeout)
+		return pgErr.Code == "55P03" || // lock_not_available (lock_timeout)
+			concurrentlyUpdated(pgErr)
 	}
 	if pgconn.SafeToRetry(err) || pgconn.Timeout(err) {
 		return true
@@ -98,6 +99,41 @@ func IsTransient(err error) bool {
 		strings.Contains(msg, "connection reset") || strings.Contains(msg, "broken pipe") ||
 		strings.Contains(msg, "unexpected EOF")
 }
+
+// concurrentlyUpdated: a catalog row (the live schema's, by a GRANT USAGE ON SCHEMA in two
+// swaps at once, say) was changed by a transaction that committed while this one waited for it.
+// PostgreSQL reports it as an internal error, but the statement succeeds when run again.
+func concurrentlyUpdated(pgErr *pgconn.PgError) bool {
+	return pgErr.Code == "XX000" && pgErr.Message == "tuple concurrently updated"
+}
+
+// isConflict reports whether err is PostgreSQL refusing a transaction because of a concurrent
+// one (serialization failure, deadlock, lock_timeout, a catalog row updated concurrently): the
+// transaction was rolled back and running it again can succeed. Unlike IsTransient, it excludes
+// connection failures, after which a transaction may have committed unbeknownst to the caller.
+func isConflict(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return false
+	}
+	switch pgErr.Code {
+	case "40001", "40P01", "55P03":
+		return true
+	}
+	return concurrentlyUpdated(pgErr)
+}
+
+// statementError is a statement's failure as a user reads it: what the statement was for, then
+// PostgreSQL's message, detail and hint (see pgMessage). It keeps the original error in the
+// chain, so that errors.As still finds the *pgconn.PgError and its SQLSTATE, on which retrying
+// depends.
+type statementError struct {
+	what string
+	err  error
+}
+
+func (e *statementError) Error() string { return e.what + ": " + pgMessage(e.err) }
+func (e *statementError) Unwrap() error { return e.err }
 
 // catalogError maps the catalog functions' SQLSTATEs to the package's sentinels.
 func catalogError(err error) error {

@@ -33,7 +33,7 @@ func runDDL(ctx context.Context, tx pgx.Tx, schema string, def topology.Definiti
 	}
 	for i, ddl := range def.Tables {
 		if _, err := tx.Exec(ctx, ddl); err != nil {
-			return fmt.Errorf("projection %q: tables[%d]: %s", def.Projection, i, pgMessage(err))
+			return &statementError{what: fmt.Sprintf("projection %q: tables[%d]", def.Projection, i), err: err}
 		}
 	}
 	if _, err := tx.Exec(ctx, "SELECT set_config('search_path', $1, true)", prev); err != nil {
@@ -91,7 +91,7 @@ func (s *Store) pointViews(ctx context.Context, tx pgx.Tx, projection, from, to 
 	}
 	for _, st := range plan.statements {
 		if _, err := tx.Exec(ctx, st.sql); err != nil {
-			return fmt.Errorf("%s: %s", st.what, pgMessage(err))
+			return &statementError{what: st.what, err: err}
 		}
 	}
 	return nil

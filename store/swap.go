@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // ErrBehind: the version to make live has not yet applied every offset the live one has, so
@@ -51,8 +50,8 @@ func (s *Store) Swap(ctx context.Context, to string, kind SwapKind, allowed []St
 			res.Attempts, res.Duration = attempt, time.Since(start)
 			return res, nil
 		}
-		var pgErr *pgconn.PgError
-		retryable := errors.Is(err, ErrBehind) || (errors.As(err, &pgErr) && pgErr.Code == "55P03") || IsTransient(err)
+		// IsTransient covers lock_timeout (55P03) and conflicts with concurrent transactions.
+		retryable := errors.Is(err, ErrBehind) || IsTransient(err)
 		if !retryable {
 			return nil, err
 		}
@@ -132,7 +131,7 @@ func (s *Store) swapOnce(ctx context.Context, to string, kind SwapKind, allowed 
 			if _, err := br.Exec(); err != nil {
 				_ = br.Close()
 				if i < len(plan.statements) {
-					return fmt.Errorf("%s: %s", plan.statements[i].what, pgMessage(err))
+					return &statementError{what: plan.statements[i].what, err: err}
 				}
 				return err
 			}

@@ -1,0 +1,112 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/stretchr/testify/require"
+
+	"github.com/kreplay/kreplay/store"
+	"github.com/kreplay/kreplay/store/storetest"
+)
+
+// openWithReader opens a store whose views are granted to a reader role of the test's own (roles
+// are shared by the server's databases; CREATE ROLE fails harmlessly when it exists).
+func openWithReader(t *testing.T, role string) *store.Store {
+	t.Helper()
+	ctx := context.Background()
+	s, _ := storetest.Open(t, store.Config{LockTimeout: 100 * time.Millisecond, ReaderRole: role})
+	_, _ = s.Pool().Exec(ctx, "CREATE ROLE "+role+" NOLOGIN")
+	return s
+}
+
+// grantInFlight begins, in another transaction, the GRANT USAGE ON SCHEMA public that another
+// swap or bootstrap (another projection, another instance) runs, and commits it after delay. The
+// returned channel yields the commit's error.
+func grantInFlight(t *testing.T, s *store.Store, role string, delay time.Duration) <-chan error {
+	t.Helper()
+	ctx := context.Background()
+	other, err := s.Pool().Begin(ctx)
+	require.NoError(t, err)
+	_, err = other.Exec(ctx, "GRANT USAGE ON SCHEMA public TO "+role)
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() {
+		time.Sleep(delay)
+		done <- other.Commit(ctx)
+	}()
+	return done
+}
+
+// With a reader role, two swaps in flight at once (two projections, or two instances) both grant
+// the role usage on the live schema. The one that waits used to fail at once with "canceling
+// statement due to lock timeout" or "tuple concurrently updated" (the swap's error had lost
+// PostgreSQL's SQLSTATE, so it was not retried); it now retries until the other commits.
+func TestSwapRetriesAConcurrentSchemaGrant(t *testing.T) {
+	t.Parallel()
+	const role = "kreplay_test_reader_swap"
+	s := openWithReader(t, role)
+	ctx := context.Background()
+	started(t, s, "accounts_v1", true)
+	started(t, s, "accounts_v2", false)
+	_, err := s.Pool().Exec(ctx, "UPDATE kreplay.versions SET state = 'tailing' WHERE key = 'accounts_v2'")
+	require.NoError(t, err)
+
+	committed := grantInFlight(t, s, role, 300*time.Millisecond)
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	res, err := s.Swap(sctx, "accounts_v2", store.SwapPromote, []store.State{store.StateTailing})
+	require.NoError(t, <-committed)
+	require.NoError(t, err, "Swap retries conflicts with concurrent transactions until its context ends")
+	require.Greater(t, res.Attempts, 1, "the first attempt waited for the other grant")
+	require.Equal(t, "accounts_v2", res.To)
+	var readable bool
+	require.NoError(t, s.Pool().QueryRow(ctx, "SELECT has_table_privilege($1, 'public.balances', 'SELECT')", role).Scan(&readable))
+	require.True(t, readable)
+}
+
+// Bootstrapping a projection's first version with a reader role while another transaction grants
+// the role usage on the live schema used to fail with "tuple concurrently updated", which made
+// the instance exit at startup; CreateVersion now runs its transaction again.
+func TestCreateLiveVersionRetriesAConcurrentSchemaGrant(t *testing.T) {
+	t.Parallel()
+	const role = "kreplay_test_reader_create"
+	s := openWithReader(t, role)
+	ctx := context.Background()
+
+	committed := grantInFlight(t, s, role, 300*time.Millisecond)
+	v, err := s.CreateVersion(ctx, store.NewVersion{Key: "accounts_v1", Definition: definition(t, accountsYAML), Live: true,
+		Start: []store.PartitionStart{{Topic: "bank", Partition: 0, Target: 0}}})
+	require.NoError(t, <-committed)
+	require.NoError(t, err)
+	require.Equal(t, store.StateLive, v.State)
+	proj, err := s.Projection(ctx, "accounts")
+	require.NoError(t, err)
+	require.Equal(t, "accounts_v1", proj.Live)
+	require.Equal(t, int64(1), scalar(t, s, "SELECT count(*) FROM kreplay.promotions"), "one bootstrap recorded, not one per attempt")
+}
+
+// A view statement PostgreSQL refuses during a swap still reads as before (what it was for, then
+// PostgreSQL's message and SQLSTATE), and errors.As finds PostgreSQL's error in it.
+func TestSwapErrorKeepsThePostgresError(t *testing.T) {
+	t.Parallel()
+	s, _ := open(t)
+	ctx := context.Background()
+	started(t, s, "accounts_v1", true)
+	started(t, s, "accounts_v2", false)
+	_, err := s.Pool().Exec(ctx, "UPDATE kreplay.versions SET state = 'tailing' WHERE key = 'accounts_v2'")
+	require.NoError(t, err)
+	// A view of the user's depends on the live view, which then cannot be dropped to change shape.
+	_, err = s.Pool().Exec(ctx, `CREATE VIEW public.rich AS SELECT * FROM public.owners;
+		ALTER TABLE accounts_v2.owners ALTER COLUMN name TYPE varchar(20)`)
+	require.NoError(t, err)
+	_, err = s.Swap(ctx, "accounts_v2", store.SwapPromote, []store.State{store.StateTailing})
+	require.ErrorContains(t, err, "drop view public.owners to change its shape: cannot drop view owners because other objects depend on it")
+	require.ErrorContains(t, err, "[SQLSTATE 2BP01]")
+	var pgErr *pgconn.PgError
+	require.True(t, errors.As(err, &pgErr), "%v", err)
+	require.Equal(t, "2BP01", pgErr.Code)
+}
