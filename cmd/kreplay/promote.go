@@ -60,7 +60,9 @@ kreplay rollback can switch back at once.`,
 	f.Int64Var(&opts.MaxLag, "max-lag", 0, "the most events KEY may be behind the brokers")
 	f.DurationVar(&wait, "wait", 0, "how long to wait for KEY to be tailing within --max-lag (0: not at all)")
 	f.BoolVar(&opts.Verified, "verified", false, "refuse unless KEY's last verify, against the current live version, passed")
-	addTimeout(cmd, &timeout, defaultSendTimeout, "how long to wait for serve's outcome (default --wait + 60s)")
+	// Not addTimeout: the default depends on --wait (see RunE), and cobra would print a fixed one
+	// beside it.
+	f.DurationVar(&timeout, "timeout", 0, "how long to wait for serve's outcome (default --wait + 1m0s)")
 	return cmd
 }
 

@@ -16,7 +16,11 @@ func (a *app) serveCommand() *cobra.Command {
 		Long: `Run the processor until SIGINT or SIGTERM: it migrates the catalog, keeps every
 running version of every projection applied from Kafka into PostgreSQL, executes
 the commands of the control topic, publishes status and serves /metrics,
-/healthz, /readyz and /api/replays on http.listen.
+/healthz, /readyz, /api/replays and /api/assignments on http.listen.
+
+Instances with the same config share the work. One of them, the leader (the
+holder of a PostgreSQL advisory lock), reads the control topic, executes the
+commands and publishes the statuses; another takes over when it goes.
 
 On SIGTERM it finishes the batches in flight, commits, leaves its consumer
 groups and exits 0. It needs the whole config file.`,
@@ -30,6 +34,6 @@ groups and exits 0. It needs the whole config file.`,
 			return p.Run(cmd.Context())
 		},
 	}
-	cmd.Flags().DurationVar(&shutdown, "shutdown-timeout", 15*time.Second, "how long batches in flight may take to finish at shutdown")
+	cmd.Flags().DurationVar(&shutdown, "shutdown-timeout", 15*time.Second, "how long a batch in flight may take to finish at shutdown (or when its partitions are revoked) before it is rolled back")
 	return cmd
 }
