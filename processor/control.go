@@ -415,7 +415,7 @@ func (p *Processor) autoPromote(ctx context.Context, statuses []Status) {
 		if done || busy {
 			continue
 		}
-		go func() {
+		p.bg.Go(func() {
 			defer func() {
 				p.autoMu.Lock()
 				p.autoBusy = false
@@ -440,7 +440,7 @@ func (p *Processor) autoPromote(ctx context.Context, statuses []Status) {
 			p.autoMu.Lock()
 			p.autoTried[attempt] = struct{}{}
 			p.autoMu.Unlock()
-		}()
+		})
 	}
 }
 

@@ -63,6 +63,7 @@ type Processor struct {
 	leading   atomic.Bool
 	published statusPublisher
 	statusNow chan chan struct{} // refreshStatus -> statusLoop
+	bg        sync.WaitGroup     // runners being stopped, auto-promotions: Run waits for them
 	autoMu    sync.Mutex
 	autoTried map[string]struct{}
 	autoBusy  bool
@@ -345,10 +346,10 @@ func (p *Processor) reconcile(runCtx context.Context) error {
 	}
 	p.mu.Unlock()
 	for _, r := range stopping {
-		go func() {
+		p.bg.Go(func() {
 			r.stop()
 			r.log.Info("version stopped on this instance")
-		}()
+		})
 	}
 	return nil
 }
@@ -363,6 +364,7 @@ func (p *Processor) stopAllRunners() {
 		wg.Go(r.stop)
 	}
 	wg.Wait()
+	p.bg.Wait()
 }
 
 // listen forwards catalog notifications (LISTEN kreplay_catalog) until ctx ends, reconnecting

@@ -400,7 +400,11 @@ func (r *runner) adjust(ctx context.Context, offsets map[string]map[int32]kgo.Of
 	r.mu.Lock()
 	old := r.sess
 	r.sess = sess
+	latest := r.v
 	r.mu.Unlock()
+	// A hold set or cleared (verify) while the session was being built went to r.v only, as
+	// update saw no session yet.
+	sess.setHold(latest.Hold)
 	if old != nil {
 		old.stop(true, r.p.shutdownTimeout)
 	}
@@ -434,7 +438,8 @@ func (r *runner) fetchError(sess *session, topic string, partition int32, err er
 	var dataLoss *kgo.ErrDataLoss
 	if errors.Is(err, kerr.OffsetOutOfRange) || errors.As(err, &dataLoss) {
 		reason := fmt.Sprintf("the broker no longer has the records this version needs (%v): they were deleted or the topic was recreated; create a new replay", err)
-		if _, ferr := r.p.store.FailVersion(r.ctx, r.key, store.VersionError{Reason: reason, Topic: topic, Partition: partition}); ferr != nil && !errors.Is(ferr, store.ErrInvalidTransition) {
+		// Already failed (by another partition of it), or stopping: nothing to report.
+		if _, ferr := r.p.store.FailVersion(r.ctx, r.key, store.VersionError{Reason: reason, Topic: topic, Partition: partition}); ferr != nil && !errors.Is(ferr, store.ErrInvalidTransition) && r.ctx.Err() == nil {
 			r.log.Error("could not mark the version failed", "err", ferr)
 		}
 		return
