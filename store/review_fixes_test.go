@@ -110,3 +110,84 @@ func TestSwapErrorKeepsThePostgresError(t *testing.T) {
 	require.True(t, errors.As(err, &pgErr), "%v", err)
 	require.Equal(t, "2BP01", pgErr.Code)
 }
+
+// v1AppliedAPartitionV2Lacks creates accounts_v1 (live, partitions 0 and 1) and accounts_v2 (tailing, started
+// before partition 1 existed: no checkpoint for it), and makes accounts_v1 apply a deposit to
+// account x at bank[1] offset 0.
+func v1AppliedAPartitionV2Lacks(t *testing.T, s *store.Store) {
+	t.Helper()
+	ctx := context.Background()
+	started(t, s, "accounts_v1", true)
+	_, err := s.CreateVersion(ctx, store.NewVersion{Key: "accounts_v2", Definition: definition(t, accountsYAML),
+		Start: []store.PartitionStart{{Topic: "bank", Partition: 0, Target: 0}}})
+	require.NoError(t, err)
+	_, err = s.Pool().Exec(ctx, "UPDATE kreplay.versions SET state = 'tailing' WHERE key = 'accounts_v2'")
+	require.NoError(t, err)
+	_, err = s.Claim(ctx, "accounts_v1", 1, "m", []store.TopicPartition{{Topic: "bank", Partition: 0}, {Topic: "bank", Partition: 1}}, false)
+	require.NoError(t, err)
+	a, err := s.NewApplier(store.ApplierConfig{Key: "accounts_v1", Definition: definition(t, accountsYAML)})
+	require.NoError(t, err)
+	defer a.Close(ctx)
+	_, err = a.Apply(ctx, 1, []store.Item{item("Deposited", "x", `{"amount": 10}`, 1, 0)})
+	require.NoError(t, err)
+}
+
+// A partition the live version applied but the new one has no checkpoint for (added to the topic
+// after the new version started, not claimed yet) used to be skipped by the swap's "not behind"
+// check: promote went through and readers lost what the live version had applied there (here,
+// account x). A missing checkpoint is offset 0, so the swap now waits for the new version.
+func TestSwapRefusesANewVersionWithoutAPartitionTheLiveOneApplied(t *testing.T) {
+	t.Parallel()
+	s, _ := open(t)
+	ctx := context.Background()
+	v1AppliedAPartitionV2Lacks(t, s)
+	// A source the new version does not consume (dropped from its definition) is not waited for.
+	_, err := s.Pool().Exec(ctx, `INSERT INTO kreplay.checkpoints (version, topic, partition, next_offset, start_offset, target_offset)
+		VALUES ('accounts_v1', 'legacy', 0, 5, 0, 5)`)
+	require.NoError(t, err)
+
+	// Swap retries while the new version is behind, until its context ends.
+	sctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	_, err = s.Swap(sctx, "accounts_v2", store.SwapPromote, []store.State{store.StateTailing})
+	require.ErrorIs(t, err, store.ErrBehind)
+	require.ErrorContains(t, err, "(bank[1]: 0 < 1)")
+	proj, err := s.Projection(ctx, "accounts")
+	require.NoError(t, err)
+	require.Equal(t, "accounts_v1", proj.Live)
+
+	// Once accounts_v2 claims the partition and applies the same event, the swap goes through.
+	_, err = s.Claim(ctx, "accounts_v2", 1, "m", []store.TopicPartition{{Topic: "bank", Partition: 0}, {Topic: "bank", Partition: 1}}, false)
+	require.NoError(t, err)
+	a, err := s.NewApplier(store.ApplierConfig{Key: "accounts_v2", Definition: definition(t, accountsYAML)})
+	require.NoError(t, err)
+	defer a.Close(ctx)
+	_, err = a.Apply(ctx, 1, []store.Item{item("Deposited", "x", `{"amount": 10}`, 1, 0)})
+	require.NoError(t, err)
+	res, err := s.Swap(ctx, "accounts_v2", store.SwapPromote, []store.State{store.StateTailing})
+	require.NoError(t, err)
+	require.Equal(t, "accounts_v1", res.From)
+	require.Equal(t, int64(10), scalar(t, s, "SELECT total FROM public.balances WHERE account_id = 'x'"))
+}
+
+// verify used to compare two versions while one of them had no checkpoint for a partition the
+// other had applied, reporting differences (or a pass) at offsets that were not the same. The
+// missing checkpoint is offset 0, so Compare refuses with ErrNotAligned.
+func TestCompareRefusesAPartitionOnlyOneVersionApplied(t *testing.T) {
+	t.Parallel()
+	s, _ := open(t)
+	ctx := context.Background()
+	v1AppliedAPartitionV2Lacks(t, s)
+	_, err := s.Compare(ctx, "accounts_v1", "accounts_v2", nil)
+	require.ErrorIs(t, err, store.ErrNotAligned)
+	require.ErrorContains(t, err, "bank[1] 1 != 0")
+
+	// Checkpoints of a topic only one of them consumes do not count.
+	_, err = s.Pool().Exec(ctx, `DELETE FROM kreplay.checkpoints WHERE version = 'accounts_v1' AND partition = 1;
+		INSERT INTO kreplay.checkpoints (version, topic, partition, next_offset, start_offset, target_offset)
+		VALUES ('accounts_v1', 'legacy', 0, 5, 0, 5)`)
+	require.NoError(t, err)
+	cmp, err := s.Compare(ctx, "accounts_v1", "accounts_v2", nil)
+	require.NoError(t, err)
+	require.Equal(t, store.Hold{"bank": {0: 0}}, cmp.Offsets)
+}

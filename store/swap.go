@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -92,7 +93,7 @@ func (s *Store) swapOnce(ctx context.Context, to string, kind SwapKind, allowed 
 		if from == to {
 			return fmt.Errorf("%s is already the live version of %s", to, v.Projection)
 		}
-		if err := checkNotBehind(ctx, tx, from, to); err != nil {
+		if err := checkNotBehind(ctx, tx, from, to, v.Topics()); err != nil {
 			return err
 		}
 		// Everything that only reads the catalog happens before the views are locked, so that
@@ -146,15 +147,20 @@ func (s *Store) swapOnce(ctx context.Context, to string, kind SwapKind, allowed 
 }
 
 // checkNotBehind locks both versions' checkpoints (waiting for their batches in flight) and
-// requires `to` to be at or past `from` in every partition both consume.
-func checkNotBehind(ctx context.Context, tx pgx.Tx, from, to string) error {
+// requires `to` to be at or past `from` in every partition of the topics `to` consumes
+// (toTopics). A partition `to` has no checkpoint for (one added to a topic after it started, not
+// claimed yet) is at offset 0: `to` has applied nothing of it.
+func checkNotBehind(ctx context.Context, tx pgx.Tx, from, to string, toTopics []string) error {
 	pos, err := positions(ctx, tx, true, from, to)
 	if err != nil {
 		return err
 	}
 	var behind []string
 	for tp, liveNext := range pos[from] {
-		if newNext, ok := pos[to][tp]; ok && newNext < liveNext {
+		if !slices.Contains(toTopics, tp.Topic) {
+			continue // a source the new definition (or its --topics) dropped
+		}
+		if newNext := pos[to][tp]; newNext < liveNext {
 			behind = append(behind, fmt.Sprintf("%s[%d]: %d < %d", tp.Topic, tp.Partition, newNext, liveNext))
 		}
 	}

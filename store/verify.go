@@ -34,7 +34,8 @@ type Comparison struct {
 // checks (each run with search_path set to each version's schema; results compared as
 // multisets of rows), the row count of every table both have, and, for tables with the same
 // columns, a checksum of all rows. It first checks, in the same snapshot, that both have applied
-// exactly the same offsets in the partitions they share, and fails with ErrNotAligned if not.
+// exactly the same offsets in every partition of the topics both consume (a partition without a
+// checkpoint is at offset 0), and fails with ErrNotAligned if not.
 func (s *Store) Compare(ctx context.Context, a, b string, checks []string) (*Comparison, error) {
 	cmp := &Comparison{A: a, B: b, Passed: true}
 	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
@@ -104,18 +105,35 @@ func (c *Comparison) add(kind, name, a, b string) {
 // ErrNotAligned: the two versions have not applied the same offsets.
 var ErrNotAligned = errors.New("versions have not applied the same offsets")
 
+// alignedOffsets returns the offsets a and b have both applied in every partition of the topics
+// both consume, or ErrNotAligned. A partition one of them has no checkpoint for (added to a topic
+// after it started, not claimed yet) is at offset 0 for it.
 func alignedOffsets(ctx context.Context, tx pgx.Tx, a, b string) (Hold, error) {
+	va, err := getVersion(ctx, tx, a, false)
+	if err != nil {
+		return nil, err
+	}
+	vb, err := getVersion(ctx, tx, b, false)
+	if err != nil {
+		return nil, err
+	}
 	pos, err := positions(ctx, tx, false, a, b)
 	if err != nil {
 		return nil, err
 	}
+	partitions := map[TopicPartition]bool{}
+	for _, key := range []string{a, b} {
+		for tp := range pos[key] {
+			partitions[tp] = true
+		}
+	}
 	out := Hold{}
 	var diff []string
-	for tp, na := range pos[a] {
-		nb, ok := pos[b][tp]
-		if !ok {
-			continue
+	for tp := range partitions {
+		if !slices.Contains(va.Topics(), tp.Topic) || !slices.Contains(vb.Topics(), tp.Topic) {
+			continue // a source only one of them consumes
 		}
+		na, nb := pos[a][tp], pos[b][tp]
 		if na != nb {
 			diff = append(diff, fmt.Sprintf("%s[%d] %d != %d", tp.Topic, tp.Partition, na, nb))
 		}
