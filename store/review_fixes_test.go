@@ -191,3 +191,31 @@ func TestCompareRefusesAPartitionOnlyOneVersionApplied(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, store.Hold{"bank": {0: 0}}, cmp.Offsets)
 }
+
+// A new version that only changes a column's collation could never be promoted: the swap chose
+// CREATE OR REPLACE VIEW, which PostgreSQL refuses ("cannot change collation of view column"),
+// on every retry. The view is now dropped and created again in the swap's transaction, with its
+// grants, as for other changes of shape.
+func TestPromoteChangesAColumnsCollation(t *testing.T) {
+	t.Parallel()
+	s, _ := open(t)
+	ctx := context.Background()
+	started(t, s, "accounts_v1", true)
+	_, err := s.Pool().Exec(ctx, "GRANT SELECT ON public.owners TO PUBLIC")
+	require.NoError(t, err)
+	def2 := definition(t, replaceOnce(t, accountsYAML, "owners (account_id text PRIMARY KEY, name text)", `owners (account_id text PRIMARY KEY, name text COLLATE "C")`))
+	_, err = s.CreateVersion(ctx, store.NewVersion{Key: "accounts_v2", Definition: def2,
+		Start: []store.PartitionStart{{Topic: "bank", Partition: 0, Target: 0}, {Topic: "bank", Partition: 1, Target: 0}}})
+	require.NoError(t, err)
+	_, err = s.Pool().Exec(ctx, "UPDATE kreplay.versions SET state = 'tailing' WHERE key = 'accounts_v2'")
+	require.NoError(t, err)
+
+	_, err = s.Swap(ctx, "accounts_v2", store.SwapPromote, []store.State{store.StateTailing})
+	require.NoError(t, err)
+	var collation string
+	require.NoError(t, s.Pool().QueryRow(ctx, `SELECT coll.collname FROM pg_attribute a JOIN pg_collation coll ON coll.oid = a.attcollation
+		WHERE a.attrelid = 'public.owners'::regclass AND a.attname = 'name'`).Scan(&collation))
+	require.Equal(t, "C", collation)
+	require.Equal(t, int64(1), scalar(t, s, `SELECT count(*) FROM pg_class c, aclexplode(c.relacl) a
+		WHERE c.oid = 'public.owners'::regclass AND a.grantee = 0 AND a.privilege_type = 'SELECT'`), "the grant to PUBLIC is kept")
+}

@@ -186,11 +186,13 @@ func (s *Store) planViews(ctx context.Context, tx pgx.Tx, projection, from, to s
 }
 
 // columnsExtend reports whether table newSchema.newTable's columns start with exactly the
-// columns (names and types, in order) of view viewSchema.view: then CREATE OR REPLACE VIEW can
-// repoint the view in place.
+// columns (names, types and collations, in order) of view viewSchema.view: then CREATE OR
+// REPLACE VIEW can repoint the view in place (PostgreSQL refuses to change a view column's name,
+// type or collation).
 func columnsExtend(ctx context.Context, tx pgx.Tx, viewSchema, view, newSchema, newTable string) (bool, error) {
 	cols := func(schema, rel string) ([]string, error) {
-		rows, err := tx.Query(ctx, `SELECT a.attname || ' ' || format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
+		rows, err := tx.Query(ctx, `SELECT a.attname || ' ' || format_type(a.atttypid, a.atttypmod) || ' collation ' || a.attcollation::text
+			FROM pg_attribute a
 			JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
 			WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum`, schema, rel)
 		if err != nil {
