@@ -277,6 +277,13 @@ func (a *Applier) classify(ctx context.Context, err error, p *Prepared, q queued
 	if IsTransient(err) {
 		return fmt.Errorf("apply %s: %w", a.key, err)
 	}
+	// On a connection that has not prepared them yet, pgx prepares all the batch's statements
+	// before it runs any: one PostgreSQL refuses then fails the first result, the checkpoint's.
+	// Blame the statement it was, as when the prepared statement fails to run.
+	var pre pgx.ErrPreprocessingBatch
+	if q.item < 0 && q.fold < 0 && errors.As(err, &pre) {
+		q = p.statement(pre.SQL())
+	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		switch {
@@ -296,6 +303,17 @@ func (a *Applier) classify(ctx context.Context, err error, p *Prepared, q queued
 		return herr
 	}
 	return fmt.Errorf("apply %s: %w", a.key, err)
+}
+
+// statement is the first statement after the checkpoint whose SQL is sql: an event's handler, a
+// fold, or neither (item and fold -1, as for the checkpoint).
+func (p *Prepared) statement(sql string) queued {
+	for qi, q := range p.queued {
+		if p.batch.QueuedQueries[qi+1].SQL == sql { // [0] is the checkpoint
+			return q
+		}
+	}
+	return queued{item: -1, fold: -1}
 }
 
 // pinpoint runs the batch's statements event by event in a transaction that is rolled back, and

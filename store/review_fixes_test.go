@@ -219,3 +219,46 @@ func TestPromoteChangesAColumnsCollation(t *testing.T) {
 	require.Equal(t, int64(1), scalar(t, s, `SELECT count(*) FROM pg_class c, aclexplode(c.relacl) a
 		WHERE c.oid = 'public.owners'::regclass AND a.grantee = 0 AND a.privilege_type = 'SELECT'`), "the grant to PUBLIC is kept")
 }
+
+// A handler PostgreSQL refuses to prepare (here its table was dropped under it) on an applier's
+// new connection used to be reported as "apply accounts_v1: checkpoint: error preprocessing batch
+// (prepare): ...", naming neither the handler nor the event, and not as a *HandlerError, so the
+// on_error policy did not apply; on a connection that had prepared it before, the same fault was
+// a *HandlerError. Both are now the same *HandlerError, naming the handler's event type and
+// pointing at the first event of that type.
+func TestApplyBlamesAHandlerThatFailsToPrepare(t *testing.T) {
+	t.Parallel()
+	s, _ := open(t)
+	ctx := context.Background()
+	started(t, s, "accounts_v1", true)
+	_, err := s.Claim(ctx, "accounts_v1", 1, "m", []store.TopicPartition{{Topic: "bank", Partition: 0}, {Topic: "bank", Partition: 1}}, false)
+	require.NoError(t, err)
+	warm, err := s.NewApplier(store.ApplierConfig{Key: "accounts_v1", Definition: definition(t, accountsYAML)})
+	require.NoError(t, err)
+	defer warm.Close(ctx)
+	_, err = warm.Apply(ctx, 1, []store.Item{item("Deposited", "x", `{"amount": 1}`, 0, 0), item("Named", "x", `{"name": "a"}`, 0, 1)})
+	require.NoError(t, err)
+
+	_, err = s.Pool().Exec(ctx, "DROP VIEW public.owners; DROP TABLE accounts_v1.owners")
+	require.NoError(t, err)
+	fresh, err := s.NewApplier(store.ApplierConfig{Key: "accounts_v1", Definition: definition(t, accountsYAML)})
+	require.NoError(t, err)
+	defer fresh.Close(ctx)
+	batch := []store.Item{
+		item("Deposited", "x", `{"amount": 1}`, 0, 2),
+		item("Named", "x", `{"name": "b"}`, 0, 3),
+		item("Named", "x", `{"name": "c"}`, 0, 4),
+	}
+	for _, tc := range []struct {
+		name string
+		a    *store.Applier
+	}{{"fresh connection", fresh}, {"warm connection", warm}} {
+		_, err := tc.a.Apply(ctx, 1, batch)
+		var herr *store.HandlerError
+		require.ErrorAs(t, err, &herr, tc.name)
+		require.Equal(t, 1, herr.Index, tc.name)
+		require.EqualError(t, err, `handler "Named": relation "owners" does not exist [SQLSTATE 42P01]`, tc.name)
+	}
+	require.Equal(t, int64(2), scalar(t, s, "SELECT next_offset FROM kreplay.checkpoints WHERE version = 'accounts_v1' AND partition = 0"),
+		"nothing of the refused batches was written")
+}
