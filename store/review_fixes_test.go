@@ -262,3 +262,33 @@ func TestApplyBlamesAHandlerThatFailsToPrepare(t *testing.T) {
 	require.Equal(t, int64(2), scalar(t, s, "SELECT next_offset FROM kreplay.checkpoints WHERE version = 'accounts_v1' AND partition = 0"),
 		"nothing of the refused batches was written")
 }
+
+// A check ending in a comment or a semicolon passed validation, but verify, which runs each check
+// inside a subquery, always failed on it with a syntax error. Such checks now run as written.
+func TestCompareRunsChecksEndingInACommentOrSemicolon(t *testing.T) {
+	t.Parallel()
+	s, _ := open(t)
+	ctx := context.Background()
+	checks := []string{
+		"SELECT count(*) AS n FROM balances -- accounts",
+		"SELECT count(*) AS n FROM balances;",
+		"SELECT count(*) AS n FROM balances; -- accounts",
+		"SELECT count(*) AS n FROM owners /* names */ ;\n",
+		"SELECT '--;' AS s -- a literal that looks like a comment",
+	}
+	def := definition(t, accountsYAML)
+	def.Checks = checks
+	require.NoError(t, s.ValidateDefinition(ctx, def))
+	started(t, s, "accounts_v1", true)
+	started(t, s, "accounts_v2", false)
+	cmp, err := s.Compare(ctx, "accounts_v1", "accounts_v2", checks)
+	require.NoError(t, err)
+	require.True(t, cmp.Passed)
+	var got []string
+	for _, r := range cmp.Results {
+		if r.Kind == "check" {
+			got = append(got, r.A)
+		}
+	}
+	require.Equal(t, []string{`{"n": 0}`, `{"n": 0}`, `{"n": 0}`, `{"n": 0}`, `{"s": "--;"}`}, got)
+}

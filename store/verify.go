@@ -155,8 +155,9 @@ func checkRows(ctx context.Context, tx pgx.Tx, schema, q string) (string, error)
 	if _, err := tx.Exec(ctx, "SELECT set_config('search_path', $1, true)", ident(schema)); err != nil {
 		return "", err
 	}
-	q = strings.TrimRight(strings.TrimSpace(q), ";")
-	rows, err := tx.Query(ctx, "SELECT to_jsonb(q)::text FROM ("+q+") AS q")
+	// The closing parenthesis on a line of its own: a comment the body may still end with (were
+	// checkBody wrong) cannot swallow it.
+	rows, err := tx.Query(ctx, "SELECT to_jsonb(q)::text FROM (\n"+checkBody(q)+"\n) AS q")
 	if err != nil {
 		return "", err
 	}
@@ -169,6 +170,108 @@ func checkRows(ctx context.Context, tx pgx.Tx, schema, q string) (string, error)
 	}
 	slices.Sort(out)
 	return strings.Join(out, "\n"), nil
+}
+
+// checkBody is a check's query without what may follow its last token (whitespace, comments and
+// semicolons), which PostgreSQL accepts in a check on its own but not in the subquery verify runs
+// it in. It follows PostgreSQL's lexer as far as that needs: quoted strings and identifiers
+// (where "--", "/*" and ";" are text), E'...' strings with backslash escapes, dollar quoting, and
+// nested /* */ comments.
+func checkBody(q string) string {
+	end := 0 // after the last character of a token
+	for i := 0; i < len(q); {
+		switch c := q[i]; {
+		case strings.HasPrefix(q[i:], "--"):
+			if nl := strings.IndexByte(q[i:], '\n'); nl >= 0 {
+				i += nl + 1
+			} else {
+				i = len(q)
+			}
+			continue
+		case strings.HasPrefix(q[i:], "/*"):
+			i = blockCommentEnd(q, i)
+			continue
+		case c == ';' || c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v':
+			i++
+			continue
+		case c == '\'':
+			escapes := i > 0 && (q[i-1] == 'E' || q[i-1] == 'e') && (i == 1 || !identChar(q[i-2]))
+			i = quotedEnd(q, i, '\'', escapes)
+		case c == '"':
+			i = quotedEnd(q, i, '"', false)
+		case c == '$' && (i == 0 || !identChar(q[i-1])):
+			if tag := dollarTag(q[i:]); tag != "" {
+				if j := strings.Index(q[i+len(tag):], tag); j >= 0 {
+					i += len(tag) + j + len(tag)
+				} else {
+					i = len(q)
+				}
+			} else {
+				i++
+			}
+		default:
+			i++
+		}
+		end = i
+	}
+	return q[:end]
+}
+
+// blockCommentEnd is the index after the /* */ comment (comments nest) that starts at i.
+func blockCommentEnd(q string, i int) int {
+	depth := 0
+	for i < len(q) {
+		switch {
+		case strings.HasPrefix(q[i:], "/*"):
+			depth++
+			i += 2
+		case strings.HasPrefix(q[i:], "*/"):
+			depth--
+			i += 2
+			if depth == 0 {
+				return i
+			}
+		default:
+			i++
+		}
+	}
+	return i
+}
+
+// quotedEnd is the index after the string or quoted identifier that starts at i with quote (a
+// doubled quote is one quote character; with escapes, so is a backslash and the next character).
+func quotedEnd(q string, i int, quote byte, escapes bool) int {
+	for i++; i < len(q); i++ {
+		switch {
+		case escapes && q[i] == '\\':
+			i++
+		case q[i] == quote:
+			if i+1 < len(q) && q[i+1] == quote {
+				i++
+				continue
+			}
+			return i + 1
+		}
+	}
+	return len(q)
+}
+
+// dollarTag is the dollar-quote opening tag ($$ or $name$) that q starts with, or "".
+func dollarTag(q string) string {
+	for j := 1; j < len(q); j++ {
+		switch c := q[j]; {
+		case c == '$':
+			return q[:j+1]
+		case !identChar(c) || (j == 1 && c >= '0' && c <= '9'):
+			return ""
+		}
+	}
+	return ""
+}
+
+// identChar reports whether c may continue an identifier (non-ASCII bytes are letters).
+func identChar(c byte) bool {
+	return c == '_' || c == '$' || c >= 0x80 || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
 }
 
 // columnsByTable maps each table of a schema to a signature of its columns (names and types).
