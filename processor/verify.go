@@ -157,18 +157,38 @@ const (
 	holdPassed
 )
 
+// compareToHold says where a version's checkpoints stand against the hold's target. A partition
+// of a topic the version consumes but has not claimed yet counts as offset 0 (as Compare counts
+// it); topics it does not consume are not its concern.
 func compareToHold(target store.Hold, sets ...[]store.Checkpoint) holdState {
 	state := holdReached
 	for _, cs := range sets {
+		claimed := map[store.TopicPartition]bool{}
 		for _, c := range cs {
-			t := target[c.Topic][c.Partition]
-			switch {
+			claimed[store.TopicPartition{Topic: c.Topic, Partition: c.Partition}] = true
+			switch t := target[c.Topic][c.Partition]; {
 			case c.NextOffset > t:
 				return holdPassed
 			case c.NextOffset < t:
 				state = holdPending
 			}
 		}
+		for topic, parts := range target {
+			for p, t := range parts {
+				if t > 0 && !claimed[store.TopicPartition{Topic: topic, Partition: p}] && consumes(cs, topic) {
+					state = holdPending
+				}
+			}
+		}
 	}
 	return state
+}
+
+func consumes(cs []store.Checkpoint, topic string) bool {
+	for _, c := range cs {
+		if c.Topic == topic {
+			return true
+		}
+	}
+	return false
 }
