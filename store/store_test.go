@@ -116,6 +116,13 @@ func started(t *testing.T, s *store.Store, key string, live bool) {
 	require.NoError(t, err)
 }
 
+// tailing marks a version tailing, as a replay that reached its start watermarks is.
+func tailing(t *testing.T, s *store.Store, key string) {
+	t.Helper()
+	_, err := s.Pool().Exec(context.Background(), "UPDATE kreplay.versions SET state = 'tailing' WHERE key = $1", key)
+	require.NoError(t, err)
+}
+
 // A batch is one transaction with its checkpoints: a handler refused by PostgreSQL rolls back the
 // statements before it and the checkpoints, and says which event it was; a stale generation is
 // fenced and writes nothing.
@@ -254,8 +261,7 @@ func TestAnInterruptedSwapLeavesOneVersionLive(t *testing.T) {
 	ctx := context.Background()
 	started(t, s, "accounts_v1", true)
 	started(t, s, "accounts_v2", false)
-	_, err := s.Pool().Exec(ctx, "UPDATE kreplay.versions SET state = 'tailing' WHERE key = 'accounts_v2'")
-	require.NoError(t, err)
+	tailing(t, s, "accounts_v2")
 	rnd := rand.New(rand.NewPCG(5, 6))
 	completed := 0
 	for range 60 {

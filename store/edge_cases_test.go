@@ -52,8 +52,7 @@ func TestSwapRetriesAConcurrentSchemaGrant(t *testing.T) {
 	ctx := context.Background()
 	started(t, s, "accounts_v1", true)
 	started(t, s, "accounts_v2", false)
-	_, err := s.Pool().Exec(ctx, "UPDATE kreplay.versions SET state = 'tailing' WHERE key = 'accounts_v2'")
-	require.NoError(t, err)
+	tailing(t, s, "accounts_v2")
 
 	committed := grantInFlight(t, s, role, 300*time.Millisecond)
 	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -97,10 +96,9 @@ func TestSwapErrorKeepsThePostgresError(t *testing.T) {
 	ctx := context.Background()
 	started(t, s, "accounts_v1", true)
 	started(t, s, "accounts_v2", false)
-	_, err := s.Pool().Exec(ctx, "UPDATE kreplay.versions SET state = 'tailing' WHERE key = 'accounts_v2'")
-	require.NoError(t, err)
+	tailing(t, s, "accounts_v2")
 	// A view of the user's depends on the live view, which then cannot be dropped to change shape.
-	_, err = s.Pool().Exec(ctx, `CREATE VIEW public.rich AS SELECT * FROM public.owners;
+	_, err := s.Pool().Exec(ctx, `CREATE VIEW public.rich AS SELECT * FROM public.owners;
 		ALTER TABLE accounts_v2.owners ALTER COLUMN name TYPE varchar(20)`)
 	require.NoError(t, err)
 	_, err = s.Swap(ctx, "accounts_v2", store.SwapPromote, []store.State{store.StateTailing})
@@ -121,8 +119,7 @@ func v1AppliedAPartitionV2Lacks(t *testing.T, s *store.Store) {
 	_, err := s.CreateVersion(ctx, store.NewVersion{Key: "accounts_v2", Definition: definition(t, accountsYAML),
 		Start: []store.PartitionStart{{Topic: "bank", Partition: 0, Target: 0}}})
 	require.NoError(t, err)
-	_, err = s.Pool().Exec(ctx, "UPDATE kreplay.versions SET state = 'tailing' WHERE key = 'accounts_v2'")
-	require.NoError(t, err)
+	tailing(t, s, "accounts_v2")
 	_, err = s.Claim(ctx, "accounts_v1", 1, "m", []store.TopicPartition{{Topic: "bank", Partition: 0}, {Topic: "bank", Partition: 1}}, false)
 	require.NoError(t, err)
 	a, err := s.NewApplier(store.ApplierConfig{Key: "accounts_v1", Definition: definition(t, accountsYAML)})
@@ -207,8 +204,7 @@ func TestPromoteChangesAColumnsCollation(t *testing.T) {
 	_, err = s.CreateVersion(ctx, store.NewVersion{Key: "accounts_v2", Definition: def2,
 		Start: []store.PartitionStart{{Topic: "bank", Partition: 0, Target: 0}, {Topic: "bank", Partition: 1, Target: 0}}})
 	require.NoError(t, err)
-	_, err = s.Pool().Exec(ctx, "UPDATE kreplay.versions SET state = 'tailing' WHERE key = 'accounts_v2'")
-	require.NoError(t, err)
+	tailing(t, s, "accounts_v2")
 
 	_, err = s.Swap(ctx, "accounts_v2", store.SwapPromote, []store.State{store.StateTailing})
 	require.NoError(t, err)
