@@ -239,6 +239,9 @@ type CreateOptions struct {
 	AutoPromote           bool     `json:"auto_promote,omitempty"`
 	AllowTruncatedHistory bool     `json:"allow_truncated_history,omitempty"`
 	Start                 bool     `json:"start,omitempty"`
+	// DefinitionHash, when set, is the definition the operator means (the CLI sends the hash
+	// of the projection in its config file): refused if serve's config has another.
+	DefinitionHash string `json:"definition_hash,omitempty"`
 }
 
 // dispatch runs a parsed command through the Manager.
@@ -259,7 +262,7 @@ func (p *Processor) dispatch(ctx context.Context, cmd *Command) (any, error) {
 			return nil, err
 		}
 		req := CreateRequest{Key: cmd.Replay, Projection: cmd.Projection, Topics: o.Topics, EventTypes: o.EventTypes,
-			AutoPromote: o.AutoPromote, AllowTruncatedHistory: o.AllowTruncatedHistory, Start: o.Start}
+			AutoPromote: o.AutoPromote, AllowTruncatedHistory: o.AllowTruncatedHistory, Start: o.Start, DefinitionHash: o.DefinitionHash}
 		if o.Since != "" {
 			t, err := time.Parse(time.RFC3339Nano, o.Since)
 			if err != nil {

@@ -55,6 +55,10 @@ type CreateRequest struct {
 	AllowTruncatedHistory bool `json:"allow_truncated_history,omitempty"`
 	// Start starts the replay at once.
 	Start bool `json:"start,omitempty"`
+	// DefinitionHash, when set, must be the hash of the projection's definition in this
+	// instance's config: an operator's edited config file that the instances do not run yet
+	// is refused rather than replayed as the old definition.
+	DefinitionHash string `json:"definition_hash,omitempty"`
 }
 
 // Create creates a replay: it snapshots the projection's current definition from the config,
@@ -73,6 +77,11 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (*store.Version
 			names = append(names, pc.Name)
 		}
 		return nil, invalid("create %s: unknown projection %q (configured: %s)", req.Key, req.Projection, strings.Join(names, ", "))
+	}
+	if req.DefinitionHash != "" && req.DefinitionHash != def.Hash() {
+		return nil, invalid("create %s: serve runs another definition of projection %q (hash %s) than the config you sent the command with (hash %s): "+
+			"roll your config out to the kreplay instances and restart them (the live version keeps its own snapshot), then create again",
+			req.Key, req.Projection, shortHash(def.Hash()), shortHash(req.DefinitionHash))
 	}
 	for _, t := range req.Topics {
 		if !slices.Contains(def.Topics(), t) {
@@ -146,6 +155,10 @@ func (m *Manager) Resume(ctx context.Context, key string) (*store.Version, error
 	}
 	return m.p.store.ResumeVersion(ctx, key)
 }
+
+// shortHash is a definition hash ("sha256:<hex>") shortened for messages, as git shortens
+// commits.
+func shortHash(h string) string { return h[:min(len("sha256:")+12, len(h))] }
 
 // version looks a version up, turning not found into an invalid request.
 func (m *Manager) version(ctx context.Context, key string) (*store.Version, error) {

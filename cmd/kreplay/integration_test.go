@@ -41,9 +41,15 @@ func (e *env) serveInProcess() {
 // cli runs one CLI command against the test's config.
 func (e *env) cli(args ...string) (string, error) {
 	e.t.Helper()
+	return e.cliWith(e.config, args...)
+}
+
+// cliWith runs one CLI command with another config file.
+func (e *env) cliWith(config string, args ...string) (string, error) {
+	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	stdout, _, err := execute(ctx, append(args, "-c", e.config)...)
+	stdout, _, err := execute(ctx, append(args, "-c", config)...)
 	return stdout, err
 }
 

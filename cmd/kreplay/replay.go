@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kreplay/kreplay/processor"
+	"github.com/kreplay/kreplay/topology"
 )
 
 // The state-changing commands publish a command on the control topic, wait for its outcome on
@@ -24,10 +25,19 @@ const defaultSendTimeout = 60 * time.Second
 // as is; otherwise human prints it (for a successful outcome, or any verify outcome, whose
 // report says what differs).
 func (a *app) send(cmd *cobra.Command, timeout time.Duration, c processor.Command, human func(io.Writer, *processor.Outcome) error) error {
+	cfg, err := a.config(cmd, needKafka)
+	if err != nil {
+		return err
+	}
+	return a.sendWith(cmd, cfg, timeout, c, human)
+}
+
+// sendWith is send with the config already loaded.
+func (a *app) sendWith(cmd *cobra.Command, cfg *topology.Config, timeout time.Duration, c processor.Command, human func(io.Writer, *processor.Outcome) error) error {
 	if timeout <= 0 {
 		return fmt.Errorf("--timeout %s: must be positive", timeout)
 	}
-	cl, _, err := a.client(cmd)
+	cl, err := a.newClient(cmd, cfg)
 	if err != nil {
 		return err
 	}
@@ -112,12 +122,21 @@ kreplay.P.KEY. With --start it starts at once; otherwise run kreplay start KEY.`
 					}
 				}
 			}
+			cfg, err := a.config(cmd, needKafka)
+			if err != nil {
+				return err
+			}
+			// With the projection in this config file, serve must snapshot the same definition:
+			// an instance still on the old file would otherwise replay the old one, silently.
+			if def, err := cfg.Definition(projection); err == nil {
+				opts.DefinitionHash = def.Hash()
+			}
 			raw, err := json.Marshal(opts)
 			if err != nil {
 				return err
 			}
 			c := processor.Command{Command: "create", Replay: args[0], Projection: projection, Options: raw}
-			return a.send(cmd, timeout, c, func(w io.Writer, o *processor.Outcome) error {
+			return a.sendWith(cmd, cfg, timeout, c, func(w io.Writer, o *processor.Outcome) error {
 				st := resultStatus(o)
 				switch {
 				case st == nil:

@@ -231,11 +231,16 @@ func (a *app) client(cmd *cobra.Command) (*processor.Client, *topology.Config, e
 	if err != nil {
 		return nil, nil, err
 	}
+	cl, err := a.newClient(cmd, cfg)
+	return cl, cfg, err
+}
+
+func (a *app) newClient(cmd *cobra.Command, cfg *topology.Config) (*processor.Client, error) {
 	cl, err := processor.NewClient(cfg, a.kafkaLogger(cmd))
 	if err != nil {
-		return nil, nil, fmt.Errorf("kafka client: %w", err)
+		return nil, fmt.Errorf("kafka client: %w", err)
 	}
-	return cl, cfg, nil
+	return cl, nil
 }
 
 // argNamed is an Args validator for commands that take exactly one named argument.
