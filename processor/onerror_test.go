@@ -3,7 +3,11 @@ package processor_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"regexp"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -59,7 +63,8 @@ func TestPoisonEventsFollowTheOnErrorPolicy(t *testing.T) {
 
 	reg := prometheus.NewRegistry()
 	cfg := b.config(fmt.Sprintf(onErrorConfig, onErrorProjection("strict", "fail")+onErrorProjection("lenient", "skip")+onErrorProjection("careful", "dead_letter")))
-	p := processor.New(cfg, processor.Options{Registry: reg})
+	logs := &logBuffer{}
+	p := processor.New(cfg, processor.Options{Registry: reg, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
@@ -96,6 +101,8 @@ func TestPoisonEventsFollowTheOnErrorPolicy(t *testing.T) {
 	require.Equal(t, poisonOffsets[0], errOffset)
 	require.Contains(t, reason, "decode")
 	require.Equal(t, poisonOffsets[0], b.checkpoints("strict_v1", topic)[1], "strict_v1 stopped right before the poison event")
+	require.Regexp(t, fmt.Sprintf(`level=ERROR msg="version failed; [^"]*" projection=strict version=strict_v1 reason="decode error: .* \(topic %s partition 1 offset %d\)"`,
+		regexp.QuoteMeta(topic), poisonOffsets[0]), logs.String(), "serve's log says which version failed and why")
 
 	// The dead letters are the poison records, with the reason and position in headers.
 	cl, err := kgo.NewClient(kgo.SeedBrokers(b.kafka.Addrs...), kgo.ConsumeTopics("kreplay.dead_letter"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
@@ -148,4 +155,22 @@ func metricValue(t *testing.T, reg *prometheus.Registry, name string, labels map
 	}
 	t.Fatalf("metric %s%v not found", name, labels)
 	return 0
+}
+
+// logBuffer collects a processor's log lines (goroutine-safe).
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

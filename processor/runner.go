@@ -377,7 +377,7 @@ func (r *runner) adjust(ctx context.Context, offsets map[string]map[int32]kgo.Of
 		if logStart, ok := starts[tp]; ok && next < logStart {
 			if !v.Options.AllowTruncatedHistory {
 				reason := fmt.Sprintf("records %d..%d were deleted (retention) before this version applied them; it cannot be rebuilt exactly: create a new replay (--since, or --allow-truncated-history)", next, logStart-1)
-				_, ferr := r.p.store.FailVersion(ctx, r.key, store.VersionError{Reason: reason, Topic: tp.Topic, Partition: tp.Partition, Offset: next})
+				ferr := r.fail(ctx, store.VersionError{Reason: reason, Topic: tp.Topic, Partition: tp.Partition, Offset: next})
 				return nil, errors.Join(errors.New(reason), ferr)
 			}
 			r.log.Warn("skipping records deleted by retention (allow_truncated_history)", "topic", tp.Topic, "partition", tp.Partition, "from", next, "to", logStart)
@@ -438,14 +438,34 @@ func (r *runner) fetchError(sess *session, topic string, partition int32, err er
 	var dataLoss *kgo.ErrDataLoss
 	if errors.Is(err, kerr.OffsetOutOfRange) || errors.As(err, &dataLoss) {
 		reason := fmt.Sprintf("the broker no longer has the records this version needs (%v): they were deleted or the topic was recreated; create a new replay", err)
-		// Already failed (by another partition of it), or stopping: nothing to report.
-		if _, ferr := r.p.store.FailVersion(r.ctx, r.key, store.VersionError{Reason: reason, Topic: topic, Partition: partition}); ferr != nil && !errors.Is(ferr, store.ErrInvalidTransition) && r.ctx.Err() == nil {
+		verr := store.VersionError{Reason: reason, Topic: topic, Partition: partition, Offset: -1}
+		if sess != nil {
+			if p := sess.parts[store.TopicPartition{Topic: topic, Partition: partition}]; p != nil {
+				verr.Offset = p.pos // the offset it asked for (only this goroutine writes pos)
+			}
+		}
+		// Stopping (the version was failed by another of its partitions, say): nothing to report.
+		if ferr := r.fail(r.ctx, verr); ferr != nil && r.ctx.Err() == nil {
 			r.log.Error("could not mark the version failed", "err", ferr)
 		}
 		return
 	}
 	r.p.health.kafka(false, err)
 	r.log.Warn("fetch error", "topic", topic, "partition", partition, "err", err)
+}
+
+// fail marks the version failed and says why in the log (status shows it too, but whoever reads
+// serve's log must see why the version stopped). A version failed, paused or removed meanwhile is
+// not an error.
+func (r *runner) fail(ctx context.Context, verr store.VersionError) error {
+	_, err := r.p.store.FailVersion(ctx, r.key, verr)
+	switch {
+	case errors.Is(err, store.ErrInvalidTransition):
+		return nil
+	case err == nil:
+		r.log.Error("version failed; it applies nothing more until resumed (or replaced by a new replay)", "reason", verr.Error())
+	}
+	return err
 }
 
 func holdEqual(a, b store.Hold) bool {

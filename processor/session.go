@@ -666,14 +666,7 @@ func (l *lane) poison(ctx context.Context, b batch, i int) error {
 		s.log.Warn("dead-lettered a poison event (on_error: dead_letter)", where...)
 	default:
 		verr := store.VersionError{Reason: fmt.Sprintf("%s error: %v", reason, derr), Topic: ev.Topic, Partition: ev.Partition, Offset: ev.Offset}
-		s.log.Error("version failed on a poison event (on_error: fail)", where...)
-		if err := retry(ctx, func() error {
-			_, err := s.r.p.store.FailVersion(ctx, v.Key, verr)
-			if errors.Is(err, store.ErrInvalidTransition) {
-				return nil // already stopped (paused, removed) meanwhile
-			}
-			return err
-		}); err != nil {
+		if err := retry(ctx, func() error { return s.r.fail(ctx, verr) }); err != nil {
 			return err
 		}
 		return errVersionFailed

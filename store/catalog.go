@@ -63,8 +63,11 @@ type VersionError struct {
 }
 
 func (e *VersionError) Error() string {
-	if e.Topic == "" {
+	switch {
+	case e.Topic == "":
 		return e.Reason
+	case e.Offset < 0: // not known
+		return fmt.Sprintf("%s (topic %s partition %d)", e.Reason, e.Topic, e.Partition)
 	}
 	return fmt.Sprintf("%s (topic %s partition %d offset %d)", e.Reason, e.Topic, e.Partition, e.Offset)
 }
