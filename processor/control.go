@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -317,7 +318,7 @@ func (p *Processor) dispatch(ctx context.Context, cmd *Command) (any, error) {
 			return nil, err
 		}
 		if !rep.Passed {
-			return rep, fmt.Errorf("verify %s: differs from %s: %v", rep.Version, rep.Against, rep.Differs)
+			return rep, fmt.Errorf("verify %s: differs from %s in: %s", rep.Version, rep.Against, strings.Join(rep.Differs, "; "))
 		}
 		return rep, nil
 	}

@@ -17,6 +17,7 @@ type VerifyReport struct {
 	Offsets store.Hold          `json:"offsets"` // the offsets both had applied when compared
 	Results []store.CheckResult `json:"results"`
 	Differs []string            `json:"differs,omitempty"` // the checks and tables that differ
+	Skipped []string            `json:"skipped,omitempty"` // what could not be compared, and why
 }
 
 // verifyTimeout bounds how long verify waits for both versions to reach the same offsets.
@@ -83,7 +84,7 @@ func (m *Manager) Verify(ctx context.Context, key string) (*VerifyReport, error)
 	if err := m.p.store.RecordVerification(ctx, cmp, key); err != nil {
 		return nil, err
 	}
-	rep := &VerifyReport{Version: key, Against: live.Key, Passed: cmp.Passed, Offsets: cmp.Offsets, Results: cmp.Results}
+	rep := &VerifyReport{Version: key, Against: live.Key, Passed: cmp.Passed, Offsets: cmp.Offsets, Results: cmp.Results, Skipped: cmp.Skipped}
 	for _, r := range cmp.Results {
 		if !r.Equal {
 			rep.Differs = append(rep.Differs, r.Kind+" "+r.Name)

@@ -288,3 +288,27 @@ func TestCompareRunsChecksEndingInACommentOrSemicolon(t *testing.T) {
 	}
 	require.Equal(t, []string{`{"n": 0}`, `{"n": 0}`, `{"n": 0}`, `{"n": 0}`, `{"s": "--;"}`}, got)
 }
+
+// What verify cannot compare is reported, not left out without a word: a table whose columns
+// changed gets a row count but no checksum, and a table only one version has gets nothing.
+func TestCompareSaysWhatItCouldNotCompare(t *testing.T) {
+	t.Parallel()
+	s, _ := open(t)
+	ctx := context.Background()
+	started(t, s, "accounts_v1", true)
+	yaml := replaceOnce(t, accountsYAML, "owners (account_id text PRIMARY KEY, name text)", "owners (account_id text PRIMARY KEY, name text, email text)")
+	yaml = replaceOnce(t, yaml, "      - CREATE TABLE audit (n bigserial PRIMARY KEY, event_id text)\n", "")
+	_, err := s.CreateVersion(ctx, store.NewVersion{Key: "accounts_v2", Definition: definition(t, yaml),
+		Start: []store.PartitionStart{{Topic: "bank", Partition: 0, Target: 100}, {Topic: "bank", Partition: 1, Target: 100}}})
+	require.NoError(t, err)
+
+	cmp, err := s.Compare(ctx, "accounts_v1", "accounts_v2", nil)
+	require.NoError(t, err)
+	require.True(t, cmp.Passed)
+	var compared []string
+	for _, r := range cmp.Results {
+		compared = append(compared, r.Kind+" "+r.Name)
+	}
+	require.Equal(t, []string{"row_count balances", "checksum balances", "row_count owners"}, compared)
+	require.Equal(t, []string{"table audit: only in accounts_v1", "checksum owners: the versions' columns differ"}, cmp.Skipped)
+}

@@ -27,6 +27,7 @@ type Comparison struct {
 	A, B    string
 	Offsets Hold // the offsets both had applied when compared
 	Results []CheckResult
+	Skipped []string // what could not be compared, and why
 	Passed  bool
 }
 
@@ -66,6 +67,7 @@ func (s *Store) Compare(ctx context.Context, a, b string, checks []string) (*Com
 		for _, t := range slices.Sorted(maps.Keys(ta)) {
 			colsB, ok := tb[t]
 			if !ok {
+				cmp.Skipped = append(cmp.Skipped, fmt.Sprintf("table %s: only in %s", t, a))
 				continue
 			}
 			var ca, cb string
@@ -86,6 +88,13 @@ func (s *Store) Compare(ctx context.Context, a, b string, checks []string) (*Com
 					return err
 				}
 				cmp.add("checksum", t, sa, sb)
+			} else {
+				cmp.Skipped = append(cmp.Skipped, fmt.Sprintf("checksum %s: the versions' columns differ", t))
+			}
+		}
+		for _, t := range slices.Sorted(maps.Keys(tb)) {
+			if _, ok := ta[t]; !ok {
+				cmp.Skipped = append(cmp.Skipped, fmt.Sprintf("table %s: only in %s", t, b))
 			}
 		}
 		return nil

@@ -150,6 +150,11 @@ func writeVerifyReport(w io.Writer, rep processor.VerifyReport) error {
 	if err := t.flush(); err != nil {
 		return err
 	}
+	for _, s := range rep.Skipped {
+		if _, err := fmt.Fprintf(w, "not compared: %s\n", s); err != nil {
+			return err
+		}
+	}
 	if rep.Passed {
 		_, err := fmt.Fprintf(w, "PASSED: %s matches %s (%s)\n", rep.Version, rep.Against, plural(len(rep.Results), "comparison", "comparisons"))
 		return err
