@@ -32,6 +32,9 @@ type SwapReport struct {
 	SwapDurationMS  float64 `json:"swap_duration_ms"`
 	WaitedSeconds   float64 `json:"waited_seconds"`
 	PreviousRetired bool    `json:"previous_retired"`
+	// PreviousState is the previous live version's state now: retired, or paused or failed
+	// (it resumes as retired).
+	PreviousState string `json:"previous_state,omitempty"`
 }
 
 // swapBudget bounds the swap's retries (lock_timeout hits, the new version briefly behind)
@@ -141,8 +144,16 @@ func (m *Manager) swap(ctx context.Context, key string, kind store.SwapKind, all
 	m.p.metrics.swapDuration.WithLabelValues(res.Projection).Observe(res.Duration.Seconds())
 	m.p.log.Info("live version switched", "projection", res.Projection, "kind", kind, "from", res.From, "to", res.To,
 		"attempts", res.Attempts, "swap_ms", float64(res.Duration.Microseconds())/1000)
-	return &SwapReport{Projection: res.Projection, From: res.From, To: res.To, Kind: string(kind), Attempts: res.Attempts,
-		SwapDurationMS: float64(res.Duration.Microseconds()) / 1000, WaitedSeconds: waited.Seconds(), PreviousRetired: res.From != ""}, nil
+	rep := &SwapReport{Projection: res.Projection, From: res.From, To: res.To, Kind: string(kind), Attempts: res.Attempts,
+		SwapDurationMS: float64(res.Duration.Microseconds()) / 1000, WaitedSeconds: waited.Seconds()}
+	if res.From != "" {
+		rep.PreviousState = string(store.StateRetired)
+		if prev, err := m.p.store.Version(ctx, res.From); err == nil {
+			rep.PreviousState = string(prev.State)
+		}
+		rep.PreviousRetired = rep.PreviousState == string(store.StateRetired)
+	}
+	return rep, nil
 }
 
 // lagEvents is a version's lag: the sum over its partitions of high watermark minus next offset.

@@ -244,7 +244,7 @@ func (p *Processor) setup(ctx context.Context) error {
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("config refused by PostgreSQL (nothing was started):\n%w", err)
+		return fmt.Errorf("config refused by PostgreSQL (no version was started):\n%w", err)
 	}
 	for _, pc := range cfg.Projections {
 		if err := p.mgr.bootstrap(ctx, pc.Name); err != nil {

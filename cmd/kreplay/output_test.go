@@ -189,6 +189,8 @@ func TestOutcomeLines(t *testing.T) {
 		swapLine(processor.SwapReport{Projection: "stock", From: "stock_v1", To: "stock_v2", Kind: "promote", Attempts: 3, SwapDurationMS: 12, WaitedSeconds: 4.2}))
 	require.Equal(t, "rolled back stock: stock_v1 is live (stock_v2 retired, swap 2.5ms, 1 attempt)",
 		swapLine(processor.SwapReport{Projection: "stock", From: "stock_v2", To: "stock_v1", Kind: "rollback", Attempts: 1, SwapDurationMS: 2.5}))
+	require.Equal(t, "promoted stock_v2: live (stock_v1 failed, swap 2.5ms, 1 attempt)",
+		swapLine(processor.SwapReport{Projection: "stock", From: "stock_v1", To: "stock_v2", Kind: "promote", Attempts: 1, SwapDurationMS: 2.5, PreviousState: "failed"}))
 	require.Equal(t, "started stock_v2: replaying", transitionLine("start", "stock_v2", &processor.Status{State: "replaying"}))
 	require.Equal(t, "paused stock_v2", transitionLine("pause", "stock_v2", &processor.Status{State: "paused"}))
 	require.Equal(t, "removed stock_v2", transitionLine("remove", "stock_v2", nil))

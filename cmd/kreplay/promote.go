@@ -96,7 +96,11 @@ func (a *app) rollbackCommand() *cobra.Command {
 func swapLine(r processor.SwapReport) string {
 	var details []string
 	if r.From != "" {
-		details = append(details, r.From+" retired")
+		state := r.PreviousState
+		if state == "" { // an older serve
+			state = "retired"
+		}
+		details = append(details, r.From+" "+state)
 	}
 	details = append(details, fmt.Sprintf("swap %.1fms", r.SwapDurationMS), plural(r.Attempts, "attempt", "attempts"))
 	if r.WaitedSeconds >= 0.1 {
