@@ -115,6 +115,9 @@ func waitHint(d time.Duration) string {
 func (m *Manager) Rollback(ctx context.Context, projection string) (*SwapReport, error) {
 	if _, err := m.p.store.Projection(ctx, projection); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
+			if v, verr := m.p.store.Version(ctx, projection); verr == nil {
+				return nil, invalid("rollback takes a projection, not a version: %q is a version of projection %q (kreplay rollback %s)", projection, v.Projection, v.Projection)
+			}
 			return nil, invalid("rollback: unknown projection %q", projection)
 		}
 		return nil, err

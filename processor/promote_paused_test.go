@@ -13,7 +13,8 @@ import (
 )
 
 // Promoting over a live version that is paused (or failed) keeps it paused: the report says so
-// (the CLI printed "balances_v1 retired") and the version resumes as retired.
+// (the CLI printed "balances_v1 retired") and the version resumes as retired. A rollback given a
+// version key instead of a projection says so.
 func TestPromoteReportsThePreviousVersionsRealState(t *testing.T) {
 	t.Parallel()
 	const topic = "bank.accounts"
@@ -35,6 +36,8 @@ func TestPromoteReportsThePreviousVersionsRealState(t *testing.T) {
 	require.Equal(t, "paused", rep.PreviousState)
 	require.False(t, rep.PreviousRetired)
 	require.Equal(t, store.StatePaused, b.state("balances_v1"))
+	_, err = m.Rollback(ctx, "balances_v2")
+	require.EqualError(t, err, `rollback takes a projection, not a version: "balances_v2" is a version of projection "balances" (kreplay rollback balances)`)
 
 	v, err := m.Resume(ctx, "balances_v1")
 	require.NoError(t, err)
