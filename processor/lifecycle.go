@@ -87,7 +87,11 @@ func (m *Manager) Promote(ctx context.Context, key string, opts PromoteOptions) 
 		}
 		if time.Now().After(deadline) {
 			if !following {
-				return nil, &store.TransitionError{Key: key, Action: "promote", State: v.State, Allowed: promotable}
+				terr := &store.TransitionError{Key: key, Action: "promote", State: v.State, Allowed: promotable}
+				if v.State == store.StateReplaying {
+					return nil, fmt.Errorf("%w; it is tailing once it has caught up%s", terr, waitHint(opts.Wait.D()))
+				}
+				return nil, terr
 			}
 			return nil, invalid("promote %s: its lag is %d events, more than --max-lag %d%s", key, lag, opts.MaxLag, waitHint(opts.Wait.D()))
 		}

@@ -14,7 +14,8 @@ import (
 
 // Promoting over a live version that is paused (or failed) keeps it paused: the report says so
 // (the CLI printed "balances_v1 retired") and the version resumes as retired. A rollback given a
-// version key instead of a projection says so.
+// version key instead of a projection says so, and a promote of a replay still replaying says
+// how to wait for it.
 func TestPromoteReportsThePreviousVersionsRealState(t *testing.T) {
 	t.Parallel()
 	const topic = "bank.accounts"
@@ -38,6 +39,18 @@ func TestPromoteReportsThePreviousVersionsRealState(t *testing.T) {
 	require.Equal(t, store.StatePaused, b.state("balances_v1"))
 	_, err = m.Rollback(ctx, "balances_v2")
 	require.EqualError(t, err, `rollback takes a projection, not a version: "balances_v2" is a version of projection "balances" (kreplay rollback balances)`)
+
+	// A replay that has not caught up (held here: its checkpoint rows are locked, so it cannot
+	// claim them) cannot be promoted; the refusal says how to wait for it.
+	_, err = m.Create(ctx, processor.CreateRequest{Key: "balances_v3", Projection: "balances", Start: true})
+	require.NoError(t, err)
+	tx, err := b.db.Begin(ctx)
+	require.NoError(t, err)
+	_, err = tx.Exec(ctx, "SELECT * FROM kreplay.checkpoints WHERE version = 'balances_v3' FOR UPDATE")
+	require.NoError(t, err)
+	_, err = m.Promote(ctx, "balances_v3", processor.PromoteOptions{})
+	require.EqualError(t, err, "cannot promote balances_v3: it is replaying (allowed from: tailing, retired); it is tailing once it has caught up (pass --wait to wait for it)")
+	require.NoError(t, tx.Rollback(ctx))
 
 	v, err := m.Resume(ctx, "balances_v1")
 	require.NoError(t, err)
