@@ -16,7 +16,7 @@ import (
 // (the CLI printed "balances_v1 retired") and the version resumes as retired. A rollback given a
 // version key instead of a projection says so, and a promote of a replay still replaying says
 // how to wait for it.
-func TestPromoteReportsThePreviousVersionsRealState(t *testing.T) {
+func TestPromoteAndRollbackSayWhatTheyDidAndWhy(t *testing.T) {
 	t.Parallel()
 	const topic = "bank.accounts"
 	b := setup(t, map[string]int32{topic: 2})
