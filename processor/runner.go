@@ -61,14 +61,15 @@ func (r *runner) version() *store.Version {
 
 // update gives the runner the catalog's latest view of its version (a hold set or cleared by
 // verify, a state change).
+// The hold reaches the session under r.mu, as in adjust: otherwise an adjust could overwrite
+// a newer hold with the one it read before.
 func (r *runner) update(v *store.Version) {
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	old := r.v
 	r.v = v
-	sess := r.sess
-	r.mu.Unlock()
-	if sess != nil && !holdEqual(old.Hold, v.Hold) {
-		sess.setHold(v.Hold)
+	if r.sess != nil && !holdEqual(old.Hold, v.Hold) {
+		r.sess.setHold(v.Hold)
 	}
 }
 
@@ -400,11 +401,10 @@ func (r *runner) adjust(ctx context.Context, offsets map[string]map[int32]kgo.Of
 	r.mu.Lock()
 	old := r.sess
 	r.sess = sess
-	latest := r.v
-	r.mu.Unlock()
 	// A hold set or cleared (verify) while the session was being built went to r.v only, as
 	// update saw no session yet.
-	sess.setHold(latest.Hold)
+	sess.setHold(r.v.Hold)
+	r.mu.Unlock()
 	if old != nil {
 		old.stop(true, r.p.shutdownTimeout)
 	}
