@@ -21,7 +21,7 @@ type Config struct {
 	Sources     []Source       `yaml:"sources"`
 	Projections []Projection   `yaml:"projections"`
 
-	envErrs []string // what ApplyEnv could not use; Validate reports it
+	envErrs []error // what ApplyEnv could not use: see EnvError
 }
 
 // KafkaConfig is how kreplay reaches Kafka.
@@ -155,6 +155,10 @@ func PrefixErrors(path string, err error) error {
 	return fmt.Errorf("%s: %w", path, err)
 }
 
+// EnvError is what ApplyEnv could not use (a variable set to something unusable), or nil.
+// Validate reports it too; a client that does not validate the whole config checks it alone.
+func (c *Config) EnvError() error { return errors.Join(c.envErrs...) }
+
 // ApplyEnv lets the environment override the deployment settings:
 // KREPLAY_BROKERS (comma-separated) the brokers, KREPLAY_DATABASE_URL, else
 // DATABASE_URL, the PostgreSQL URL, KREPLAY_CONTROL_SECRET the control secret
@@ -173,7 +177,7 @@ func (c *Config) ApplyEnv(getenv func(string) string) {
 			}
 		}
 		if len(brokers) == 0 {
-			c.envErrs = append(c.envErrs, fmt.Sprintf("KREPLAY_BROKERS %q names no broker; set it to host:port[,host:port...] or unset it", v))
+			c.envErrs = append(c.envErrs, fmt.Errorf("KREPLAY_BROKERS %q names no broker; set it to host:port[,host:port...] or unset it", v))
 		} else {
 			c.Kafka.Brokers = brokers
 		}
@@ -261,9 +265,7 @@ func (c *Config) Source(topic string) (*Source, bool) {
 // found, joined; each names the setting at fault and how to fix it.
 func (c *Config) Validate() error {
 	v := &validator{}
-	for _, e := range c.envErrs {
-		v.add("%s", e)
-	}
+	v.errs = append(v.errs, c.envErrs...)
 	c.validateKafka(v)
 	c.validatePostgres(v)
 	if l := c.HTTP.Listen; l != "off" {

@@ -184,6 +184,9 @@ func TestConfigWithoutFile(t *testing.T) {
 	cfg, err = loadWith(t, needKafka)
 	require.NoError(t, err)
 	require.Equal(t, []string{"embedded"}, cfg.Kafka.Brokers)
+	t.Setenv("KREPLAY_BROKERS", " , ") // set, but no broker: refused, not read as the default
+	_, err = loadWith(t, needKafka)
+	require.EqualError(t, err, `KREPLAY_BROKERS " , " names no broker; set it to host:port[,host:port...] or unset it`)
 	t.Setenv("KREPLAY_BROKERS", "")
 
 	// ...but a file named explicitly must exist.

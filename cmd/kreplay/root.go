@@ -194,6 +194,9 @@ func (a *app) config(cmd *cobra.Command, need configNeed) (*topology.Config, err
 
 // clientChecks are the checks of a config without projections: what a client uses of it.
 func clientChecks(cfg *topology.Config) error {
+	if err := cfg.EnvError(); err != nil {
+		return err
+	}
 	for _, b := range cfg.Kafka.Brokers {
 		if strings.TrimSpace(b) == "" {
 			return errors.New("kafka.brokers has a blank entry; write host:port")
