@@ -35,6 +35,7 @@ type Status struct {
 	Partitions      []PartitionStatus `json:"partitions,omitempty"`
 	CreatedAt       time.Time         `json:"created_at"`
 	UpdatedAt       time.Time         `json:"updated_at"` // when this status was computed
+	RemovedAt       *time.Time        `json:"removed_at,omitempty"`
 }
 
 // PartitionStatus is a version's position in one partition.
@@ -106,7 +107,7 @@ func (m *Manager) Status(ctx context.Context, all bool) ([]Status, error) {
 		st := Status{
 			Key: v.Key, Projection: v.Projection, State: string(v.State), Live: pr.Live == v.Key,
 			LiveVersion: pr.Live, PreviousVersion: pr.Previous,
-			DefinitionHash: v.DefinitionHash, Options: v.Options, CreatedAt: v.CreatedAt, UpdatedAt: now,
+			DefinitionHash: v.DefinitionHash, Options: v.Options, CreatedAt: v.CreatedAt, UpdatedAt: now, RemovedAt: v.RemovedAt,
 		}
 		if def, err := m.p.cfg.Definition(v.Projection); err == nil {
 			st.Drift = def.Hash() != v.DefinitionHash

@@ -72,3 +72,52 @@ func TestTheStatusTopicHasTheNewStateWhenTheOutcomeArrives(t *testing.T) {
 	}
 	require.Equal(t, []string{"balances_v2", "balances_v2", "balances_v2", "balances_v2"}, keys)
 }
+
+// A removed version's status record is cleared by a tombstone, and a new leader clears the records
+// of recent removals again (its predecessor may have died first), but not of old ones: leader
+// changes do not rewrite the whole history of removals.
+func TestRemovedVersionsAreTombstonedOnceRecentlyRemoved(t *testing.T) {
+	t.Parallel()
+	const topic = "bank.accounts"
+	b := setup(t, map[string]int32{topic: 1})
+	cfg := b.config(kafkatest.BankConfig(topic, 1, "global", false))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	r := b.start(cfg)
+	cl, err := processor.NewClient(cfg, nil)
+	require.NoError(t, err)
+	defer cl.Close()
+	for _, key := range []string{"balances_v2", "balances_v3"} {
+		for _, c := range []string{"create", "remove"} {
+			o, err := cl.Send(ctx, processor.Command{ID: c + "-" + key, Command: c, Replay: key, Projection: "balances"})
+			require.NoError(t, err)
+			require.True(t, o.OK, o.Error)
+		}
+	}
+	tombstones := func() map[string]int {
+		rd, err := kgo.NewClient(kgo.SeedBrokers(b.kafka.Addrs...), kgo.ConsumeTopics(cfg.Kafka.StatusTopic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+		require.NoError(t, err)
+		defer rd.Close()
+		end := b.kafka.EndOffsets(cfg.Kafka.StatusTopic)[0]
+		n := map[string]int{}
+		for seen := int64(0); seen < end && ctx.Err() == nil; {
+			rd.PollFetches(ctx).EachRecord(func(rec *kgo.Record) {
+				seen = rec.Offset + 1
+				if rec.Value == nil {
+					n[string(rec.Key)]++
+				}
+			})
+		}
+		return n
+	}
+	require.Equal(t, map[string]int{"balances_v2": 1, "balances_v3": 1}, tombstones())
+
+	// balances_v2 was removed two days ago: a new leader leaves it alone; balances_v3's removal
+	// is recent: cleared again.
+	_, err = b.db.Exec(ctx, "UPDATE kreplay.versions SET removed_at = now() - interval '2 days' WHERE key = 'balances_v2'")
+	require.NoError(t, err)
+	require.NoError(t, r.stop())
+	b.start(cfg)
+	eventually(t, 20*time.Second, func() bool { return tombstones()["balances_v3"] == 2 }, "the new leader did not clear balances_v3's record")
+	require.Equal(t, map[string]int{"balances_v2": 1, "balances_v3": 2}, tombstones())
+}

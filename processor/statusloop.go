@@ -29,7 +29,11 @@ func (p *Processor) statusLoop(ctx context.Context) error {
 			var removed []string
 			for _, st := range all {
 				if st.State == string(store.StateRemoved) {
-					removed = append(removed, st.Key)
+					// Tombstoned by the leader of the moment; a new leader clears the records
+					// of recent removals only (its predecessor may have died before it did).
+					if st.RemovedAt == nil || time.Since(*st.RemovedAt) < tombstoneHorizon {
+						removed = append(removed, st.Key)
+					}
 				} else {
 					statuses = append(statuses, st)
 				}
@@ -64,6 +68,11 @@ func (p *Processor) statusLoop(ctx context.Context) error {
 		}
 	}
 }
+
+// tombstoneHorizon is how old a removal may be for a new leader to tombstone its status record
+// again: long enough for any leader change, short enough that every leader change does not
+// rewrite the whole history of removals.
+const tombstoneHorizon = 24 * time.Hour
 
 // refreshStatus has the status loop compute and publish the statuses now, and waits for it (at
 // most wait): a command's outcome is published after the state it changed, so that the CLI,
