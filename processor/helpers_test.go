@@ -95,6 +95,21 @@ func (b *bundle) startWith(cfg *topology.Config, opts processor.Options) *runnin
 	return r
 }
 
+// bankTopic is the topic of the bank events in liveBank's set-up.
+const bankTopic = "bank.accounts"
+
+// liveBank produces events bank events over partitions of bankTopic and runs a processor with
+// the bank projection (global order) until its live balances_v1 has applied them all.
+func liveBank(t *testing.T, partitions int32, accounts int, seed uint64, events int) (*bundle, *running, *kafkatest.Bank) {
+	t.Helper()
+	b := setup(t, map[string]int32{bankTopic: partitions})
+	bank := kafkatest.NewBank(bankTopic, partitions, accounts, seed)
+	b.kafka.Produce(bank.Events(events)...)
+	r := b.start(b.config(kafkatest.BankConfig(bankTopic, partitions, "global", false)))
+	eventually(t, 60*time.Second, func() bool { return b.caughtUp("balances_v1", bankTopic) }, "balances_v1 did not catch up: %v", b.checkpoints("balances_v1", bankTopic))
+	return b, r, bank
+}
+
 // stop shuts the processor down gracefully and returns Run's result.
 func (r *running) stop() error {
 	if r.cancel == nil {

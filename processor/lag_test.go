@@ -8,7 +8,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kreplay/kreplay/processor"
-	"github.com/kreplay/kreplay/processor/kafkatest"
 	"github.com/kreplay/kreplay/store"
 )
 
@@ -16,14 +15,10 @@ import (
 // first unapplied record as lag_seconds (it was the age of whichever version was read last).
 func TestLagSecondsIsEachVersionsOwn(t *testing.T) {
 	t.Parallel()
-	const topic = "bank.accounts"
-	b := setup(t, map[string]int32{topic: 1})
-	bank := kafkatest.NewBank(topic, 1, 10, 1)
-	b.kafka.Produce(bank.Events(5)...)
-	r := b.start(b.config(kafkatest.BankConfig(topic, 1, "global", false)))
+	const topic = bankTopic
+	b, r, bank := liveBank(t, 1, 10, 1, 5)
 	m := r.p.Manager()
 	ctx := context.Background()
-	eventually(t, 30*time.Second, func() bool { return b.caughtUp("balances_v1", topic) }, "v1 did not catch up")
 	_, err := m.Create(ctx, processor.CreateRequest{Key: "balances_v2", Projection: "balances", Start: true})
 	require.NoError(t, err)
 	eventually(t, 30*time.Second, func() bool { return b.state("balances_v2") == store.StateTailing }, "v2 not tailing")

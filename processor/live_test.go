@@ -52,12 +52,8 @@ func TestLiveProjectionAppliesEveryEventOnce(t *testing.T) {
 // accepts the batches again, and nothing is applied twice.
 func TestALaneErrorThatCannotBeRetriedDoesNotStallTheVersion(t *testing.T) {
 	t.Parallel()
-	const topic = "bank.accounts"
-	b := setup(t, map[string]int32{topic: 4})
-	bank := kafkatest.NewBank(topic, 4, 100, 1)
-	b.kafka.Produce(bank.Events(2000)...)
-	r := b.start(b.config(kafkatest.BankConfig(topic, 4, "global", false)))
-	eventually(t, 60*time.Second, func() bool { return b.caughtUp("balances_v1", topic) }, "balances_v1 did not catch up")
+	const topic = bankTopic
+	b, r, bank := liveBank(t, 4, 100, 1, 2000)
 
 	ctx := context.Background()
 	_, err := b.db.Exec(ctx, `CREATE FUNCTION public.refuse_moves() RETURNS trigger LANGUAGE plpgsql AS $$

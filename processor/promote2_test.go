@@ -20,12 +20,8 @@ import (
 // promotable starts a bank projection with v1 live and v2 (with an events column) tailing.
 func promotable(t *testing.T, events int) (*bundle, *running, *kafkatest.Bank) {
 	t.Helper()
-	const topic = "bank.accounts"
-	b := setup(t, map[string]int32{topic: 4})
-	bank := kafkatest.NewBank(topic, 4, 100, 51)
-	b.kafka.Produce(bank.Events(events)...)
-	r := b.start(b.config(kafkatest.BankConfig(topic, 4, "global", false)))
-	eventually(t, 30*time.Second, func() bool { return b.caughtUp("balances_v1", topic) }, "v1 did not catch up")
+	const topic = bankTopic
+	b, r, bank := liveBank(t, 4, 100, 51, events)
 	require.NoError(t, r.stop())
 	r = b.start(b.config(kafkatest.BankConfig(topic, 4, "global", true)))
 	_, err := r.p.Manager().Create(context.Background(), processor.CreateRequest{Key: "balances_v2", Projection: "balances", Start: true})

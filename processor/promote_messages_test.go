@@ -8,7 +8,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kreplay/kreplay/processor"
-	"github.com/kreplay/kreplay/processor/kafkatest"
 	"github.com/kreplay/kreplay/store"
 )
 
@@ -18,12 +17,7 @@ import (
 // how to wait for it.
 func TestPromoteAndRollbackSayWhatTheyDidAndWhy(t *testing.T) {
 	t.Parallel()
-	const topic = "bank.accounts"
-	b := setup(t, map[string]int32{topic: 2})
-	bank := kafkatest.NewBank(topic, 2, 20, 11)
-	b.kafka.Produce(bank.Events(300)...)
-	r := b.start(b.config(kafkatest.BankConfig(topic, 2, "global", false)))
-	eventually(t, 30*time.Second, func() bool { return b.caughtUp("balances_v1", topic) }, "v1 did not catch up")
+	b, r, bank := liveBank(t, 2, 20, 11, 300)
 	m, ctx := r.p.Manager(), context.Background()
 	_, err := m.Create(ctx, processor.CreateRequest{Key: "balances_v2", Projection: "balances", Start: true})
 	require.NoError(t, err)

@@ -173,12 +173,8 @@ func TestReplayResumesAfterAnAbruptStop(t *testing.T) {
 // the reason, unless --since or --allow-truncated-history is given.
 func TestTruncatedHistoryIsRefused(t *testing.T) {
 	t.Parallel()
-	const topic = "bank.accounts"
-	b := setup(t, map[string]int32{topic: 2})
-	bank := kafkatest.NewBank(topic, 2, 20, 41)
-	b.kafka.Produce(bank.Events(400)...)
-	r := b.start(b.config(kafkatest.BankConfig(topic, 2, "global", false)))
-	eventually(t, 30*time.Second, func() bool { return b.caughtUp("balances_v1", topic) }, "v1 did not catch up")
+	const topic = bankTopic
+	b, r, _ := liveBank(t, 2, 20, 41, 400)
 
 	// Retention deletes the first 50 records of partition 1.
 	var del kadm.Offsets
