@@ -212,6 +212,9 @@ func (d *demo) run(ctx context.Context) error {
 		for _, r := range rep.Results {
 			d.say("   %-9s %-45s %s", r.Kind, truncate(r.Name, 45), map[bool]string{true: "equal", false: "DIFFERENT"}[r.Equal])
 		}
+		for _, s := range rep.Skipped {
+			d.say("   not compared: %s", s)
+		}
 	}
 	d.sum.Verified = rep.Passed
 	d.say("   PASSED")
