@@ -50,9 +50,7 @@ func TestSwapRetriesAConcurrentSchemaGrant(t *testing.T) {
 	const role = "kreplay_test_reader_swap"
 	s := openWithReader(t, role)
 	ctx := context.Background()
-	started(t, s, "accounts_v1", true)
-	started(t, s, "accounts_v2", false)
-	tailing(t, s, "accounts_v2")
+	liveAndTailing(t, s)
 
 	committed := grantInFlight(t, s, role, 300*time.Millisecond)
 	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -94,9 +92,7 @@ func TestSwapErrorKeepsThePostgresError(t *testing.T) {
 	t.Parallel()
 	s, _ := open(t)
 	ctx := context.Background()
-	started(t, s, "accounts_v1", true)
-	started(t, s, "accounts_v2", false)
-	tailing(t, s, "accounts_v2")
+	liveAndTailing(t, s)
 	// A view of the user's depends on the live view, which then cannot be dropped to change shape.
 	_, err := s.Pool().Exec(ctx, `CREATE VIEW public.rich AS SELECT * FROM public.owners;
 		ALTER TABLE accounts_v2.owners ALTER COLUMN name TYPE varchar(20)`)

@@ -116,6 +116,14 @@ func started(t *testing.T, s *store.Store, key string, live bool) {
 	require.NoError(t, err)
 }
 
+// liveAndTailing creates accounts_v1, live, and accounts_v2, tailing: ready to be promoted.
+func liveAndTailing(t *testing.T, s *store.Store) {
+	t.Helper()
+	started(t, s, "accounts_v1", true)
+	started(t, s, "accounts_v2", false)
+	tailing(t, s, "accounts_v2")
+}
+
 // tailing marks a version tailing, as a replay that reached its start watermarks is.
 func tailing(t *testing.T, s *store.Store, key string) {
 	t.Helper()
@@ -259,9 +267,7 @@ func TestAnInterruptedSwapLeavesOneVersionLive(t *testing.T) {
 	t.Parallel()
 	s, _ := open(t)
 	ctx := context.Background()
-	started(t, s, "accounts_v1", true)
-	started(t, s, "accounts_v2", false)
-	tailing(t, s, "accounts_v2")
+	liveAndTailing(t, s)
 	rnd := rand.New(rand.NewPCG(5, 6))
 	completed := 0
 	for range 60 {
