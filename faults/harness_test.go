@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -400,15 +401,7 @@ func (e *env) caughtUp(key string) bool {
 		}
 		got[p] = o
 	}
-	if len(got) != len(ends) {
-		return false
-	}
-	for p, o := range ends {
-		if got[p] != o {
-			return false
-		}
-	}
-	return true
+	return rows.Err() == nil && maps.Equal(got, ends)
 }
 
 var eventually = testkit.Eventually

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
 	"os"
 	"testing"
 	"time"
@@ -152,17 +153,7 @@ func (b *bundle) checkpoints(key, topic string) map[int32]int64 {
 
 // caughtUp reports whether a version's checkpoints equal the topic's high watermarks.
 func (b *bundle) caughtUp(key, topic string) bool {
-	cps := b.checkpoints(key, topic)
-	ends := b.kafka.EndOffsets(topic)
-	if len(cps) != len(ends) {
-		return false
-	}
-	for p, e := range ends {
-		if cps[p] != e {
-			return false
-		}
-	}
-	return true
+	return maps.Equal(b.checkpoints(key, topic), b.kafka.EndOffsets(topic))
 }
 
 func (b *bundle) scalar(sql string, args ...any) int64 {
