@@ -49,9 +49,18 @@ func TestAbruptStopsLoseAndDuplicateNothing(t *testing.T) {
 		go func() { done <- p.Run(ctx) }()
 		<-p.Started()
 		// Kill once this run has applied something, at a random point after that.
+		// (Once the producer is done and everything is applied, there is nothing left to apply.)
 		before := b.scalar("SELECT coalesce(sum(applied_events), 0) FROM kreplay.checkpoints WHERE version = 'balances_v1'")
 		eventually(t, 30*time.Second, func() bool {
-			return b.scalar("SELECT coalesce(sum(applied_events), 0) FROM kreplay.checkpoints WHERE version = 'balances_v1'") > before
+			applied := b.scalar("SELECT coalesce(sum(applied_events), 0) FROM kreplay.checkpoints WHERE version = 'balances_v1'")
+			select {
+			case <-producing:
+				if applied == b.produced(topic) {
+					return true
+				}
+			default:
+			}
+			return applied > before
 		}, "run %d applied nothing", i)
 		time.Sleep(time.Duration(rnd.IntN(150)) * time.Millisecond)
 		processor.Kill(p, cancel)
@@ -61,10 +70,7 @@ func TestAbruptStopsLoseAndDuplicateNothing(t *testing.T) {
 			t.Fatalf("kill %d: processor did not stop", i)
 		}
 		applied := b.scalar("SELECT coalesce(sum(applied_events), 0) FROM kreplay.checkpoints WHERE version = 'balances_v1'")
-		var produced int64
-		for _, o := range b.kafka.EndOffsets(topic) {
-			produced += o
-		}
+		produced := b.produced(topic)
 		t.Logf("kill %d: %d of %d events applied", i, applied, produced)
 		if applied > 0 && applied < produced {
 			midStream++

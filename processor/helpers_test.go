@@ -156,6 +156,15 @@ func (b *bundle) caughtUp(key, topic string) bool {
 	return maps.Equal(b.checkpoints(key, topic), b.kafka.EndOffsets(topic))
 }
 
+// produced is the number of records in the topic (the sum of its high watermarks).
+func (b *bundle) produced(topic string) int64 {
+	var n int64
+	for _, o := range b.kafka.EndOffsets(topic) {
+		n += o
+	}
+	return n
+}
+
 func (b *bundle) scalar(sql string, args ...any) int64 {
 	b.t.Helper()
 	var n int64

@@ -140,7 +140,7 @@ func TestSwapRefusesANewVersionWithoutAPartitionTheLiveOneApplied(t *testing.T) 
 	require.NoError(t, err)
 
 	// Swap retries while the new version is behind, until its context ends.
-	sctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	sctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	_, err = s.Swap(sctx, "accounts_v2", store.SwapPromote, []store.State{store.StateTailing})
 	require.ErrorIs(t, err, store.ErrBehind)

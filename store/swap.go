@@ -51,6 +51,10 @@ func (s *Store) Swap(ctx context.Context, to string, kind SwapKind, allowed []St
 			res.Attempts, res.Duration = attempt, time.Since(start)
 			return res, nil
 		}
+		if ctx.Err() != nil && lastErr != nil {
+			// The budget ended during an attempt: say why the earlier ones did not go through.
+			return nil, fmt.Errorf("swap to %s: gave up after %d attempts: %w", to, attempt, lastErr)
+		}
 		// IsTransient covers lock_timeout (55P03) and conflicts with concurrent transactions.
 		retryable := errors.Is(err, ErrBehind) || IsTransient(err)
 		if !retryable {
