@@ -10,6 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/kreplay/kreplay/internal/kafkaconn"
 	"github.com/kreplay/kreplay/topology"
 )
 
@@ -198,6 +199,7 @@ func consumeAll(ctx context.Context, c *cluster, n int, wantCounts map[string]in
 	defer cancel()
 	counts := make(map[string]int64, bankAccounts)
 	var ev topology.Event
+	var tr topology.Record
 	var decodeErr error
 	got := 0
 	win := startCPU()
@@ -215,7 +217,7 @@ func consumeAll(ctx context.Context, c *cluster, n int, wantCounts map[string]in
 			return 0, false, "", ferr
 		}
 		fs.EachRecord(func(r *kgo.Record) {
-			if err := dec.Decode(r, &ev); err != nil {
+			if err := dec.Decode(kafkaconn.Record(r, &tr), &ev); err != nil {
 				decodeErr = errors.Join(decodeErr, err)
 				return
 			}

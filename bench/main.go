@@ -2,7 +2,7 @@
 // within, in one run on one machine, so that the ratios between the figures mean something even
 // on a shared machine where the absolute numbers move from run to run.
 //
-// It generates one bank-account workload (kafkatest.Bank: MoneyDeposited / MoneyWithdrawn
+// It generates one bank-account workload (bankgen.Bank: MoneyDeposited / MoneyWithdrawn
 // events over 10,000 accounts, 8 partitions) and measures:
 //
 //	naive              one autocommit upsert per event, the way the seeds apply events

@@ -12,6 +12,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/kreplay/kreplay/processor"
+	"github.com/kreplay/kreplay/processor/control"
+	"github.com/kreplay/kreplay/processor/lifecycle"
 	"github.com/kreplay/kreplay/store"
 )
 
@@ -122,12 +124,12 @@ func promotion(ctx context.Context, o options, c *cluster, res *promotionResult)
 	defer rd.stop()
 
 	newVersion := func(key string) error {
-		if _, err := mgr.Create(ctx, processor.CreateRequest{Key: key, Projection: "balances", Start: true}); err != nil {
+		if _, err := mgr.Create(ctx, lifecycle.CreateRequest{Key: key, Projection: "balances", Start: true}); err != nil {
 			return err
 		}
 		return waitVersion(ctx, p, key, func(v *store.Version) bool { return v.State == store.StateTailing })
 	}
-	measure := func(name string, long bool, call func() (*processor.SwapReport, error)) error {
+	measure := func(name string, long bool, call func() (*control.SwapReport, error)) error {
 		ph := swapPhase{Name: name, LongReader: long}
 		from := time.Now()
 		sleep(ctx, time.Second)
@@ -164,15 +166,15 @@ func promotion(ctx context.Context, o options, c *cluster, res *promotionResult)
 	if err := newVersion("balances_v2"); err != nil {
 		return err
 	}
-	promote := func(key string) func() (*processor.SwapReport, error) {
-		return func() (*processor.SwapReport, error) {
-			return mgr.Promote(ctx, key, processor.PromoteOptions{Wait: processor.Duration(30 * time.Second)})
+	promote := func(key string) func() (*control.SwapReport, error) {
+		return func() (*control.SwapReport, error) {
+			return mgr.Promote(ctx, key, control.PromoteOptions{Wait: control.Duration(30 * time.Second)})
 		}
 	}
 	if err := measure("a_promote", false, promote("balances_v2")); err != nil {
 		return err
 	}
-	if err := measure("a_rollback", false, func() (*processor.SwapReport, error) { return mgr.Rollback(ctx, "balances") }); err != nil {
+	if err := measure("a_rollback", false, func() (*control.SwapReport, error) { return mgr.Rollback(ctx, "balances") }); err != nil {
 		return err
 	}
 	if err := newVersion("balances_v3"); err != nil {

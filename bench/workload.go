@@ -14,14 +14,15 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/kreplay/kreplay/processor/kafkatest"
+	"github.com/kreplay/kreplay/internal/bankgen"
+	"github.com/kreplay/kreplay/internal/kafkaconn"
 	"github.com/kreplay/kreplay/topology"
 )
 
 // newBank is the workload generator: the same seed gives the same events, so that scenarios
 // that cannot share records (the ones without Kafka) regenerate exactly the same history.
-func newBank(topic string, seed uint64) *kafkatest.Bank {
-	return kafkatest.NewBank(topic, bankPartitions, bankAccounts, seed)
+func newBank(topic string, seed uint64) *bankgen.Bank {
+	return bankgen.New(topic, bankPartitions, bankAccounts, seed)
 }
 
 // projectionYAML is a kreplay config for the bank workload with projection name reading topic
@@ -139,8 +140,9 @@ func (w *workload) statement(ev *topology.Event) (string, []any, error) {
 // decodeAll decodes generated records (they carry no offsets: the decoder only needs the value).
 func (w *workload) decodeAll(recs []*kgo.Record) ([]topology.Event, error) {
 	evs := make([]topology.Event, len(recs))
+	var tr topology.Record
 	for i, r := range recs {
-		if err := w.decoder.Decode(r, &evs[i]); err != nil {
+		if err := w.decoder.Decode(kafkaconn.Record(r, &tr), &evs[i]); err != nil {
 			return nil, err
 		}
 	}
@@ -269,7 +271,7 @@ func (c *cluster) close() {
 
 // produce generates n events with bank and produces them, chunk by chunk, so that only one
 // chunk of records is in the bench's memory at a time (the broker keeps them all).
-func (c *cluster) produce(ctx context.Context, bank *kafkatest.Bank, n int) error {
+func (c *cluster) produce(ctx context.Context, bank *bankgen.Bank, n int) error {
 	for done := 0; done < n; {
 		k := min(chunkSize, n-done)
 		if err := c.producer.ProduceSync(ctx, bank.Events(k)...).FirstErr(); err != nil {

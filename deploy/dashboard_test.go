@@ -17,9 +17,12 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/kreplay/kreplay/internal/bankgen"
 	"github.com/kreplay/kreplay/internal/testkit"
 	"github.com/kreplay/kreplay/processor"
+	"github.com/kreplay/kreplay/processor/control"
 	"github.com/kreplay/kreplay/processor/kafkatest"
+	"github.com/kreplay/kreplay/processor/lifecycle"
 	"github.com/kreplay/kreplay/store"
 	"github.com/kreplay/kreplay/store/storetest"
 	"github.com/kreplay/kreplay/topology"
@@ -198,7 +201,7 @@ func hasLabels(have, want map[string]string) bool {
 
 // kreplayRun is a real kreplay serve (in-process), with what the test did to it.
 type kreplayRun struct {
-	bank *kafkatest.Bank
+	bank *bankgen.Bank
 	expo exposition
 }
 
@@ -213,7 +216,7 @@ func runKreplay(t *testing.T, want []string) kreplayRun {
 	k := kafkatest.New(t, map[string]int32{topic: 4})
 	dbURL := storetest.NewDatabase(t)
 
-	cfg, err := topology.Parse([]byte(kafkatest.BankConfig(topic, 4, "global", false)))
+	cfg, err := topology.Parse([]byte(bankgen.Config(topic, 4, "global", false)))
 	require.NoError(t, err)
 	cfg.Kafka.Brokers = k.Addrs
 	cfg.Postgres.URL = dbURL
@@ -249,7 +252,7 @@ func runKreplay(t *testing.T, want []string) kreplayRun {
 		t.Fatal("kreplay serve did not start within 60s")
 	}
 
-	bank := kafkatest.NewBank(topic, 4, 50, 1)
+	bank := bankgen.New(topic, 4, 50, 1)
 	events := bank.Events(500)
 	poison := &kgo.Record{Topic: topic, Partition: 0, Key: []byte("acct-poison"), Value: []byte(`{not json`),
 		Timestamp: bank.Start.Add(250 * time.Millisecond)}
@@ -257,7 +260,7 @@ func runKreplay(t *testing.T, want []string) kreplayRun {
 
 	// A replay, promoted and rolled back.
 	mgr := p.Manager()
-	_, err = mgr.Create(ctx, processor.CreateRequest{Key: "balances_v2", Projection: "balances", Start: true})
+	_, err = mgr.Create(ctx, lifecycle.CreateRequest{Key: "balances_v2", Projection: "balances", Start: true})
 	require.NoError(t, err, "create balances_v2")
 	db := storetest.Conn(t, dbURL)
 	testkit.Eventually(t, 30*time.Second, func() bool {
@@ -266,7 +269,7 @@ func runKreplay(t *testing.T, want []string) kreplayRun {
 		require.NoError(t, err)
 		return state == string(store.StateTailing)
 	}, "balances_v2 did not reach tailing")
-	rep, err := mgr.Promote(ctx, "balances_v2", processor.PromoteOptions{Wait: processor.Duration(30 * time.Second)})
+	rep, err := mgr.Promote(ctx, "balances_v2", control.PromoteOptions{Wait: control.Duration(30 * time.Second)})
 	require.NoError(t, err, "promote balances_v2")
 	require.Equal(t, "balances_v1", rep.From)
 	require.Equal(t, "balances_v2", rep.To)
@@ -278,12 +281,12 @@ func runKreplay(t *testing.T, want []string) kreplayRun {
 
 	// Control commands: a signed one through the client (rejected: balances_v1 is already
 	// live) and an unsigned record (refused).
-	cl, err := processor.NewClient(cfg, nil)
+	cl, err := control.NewClient(cfg, nil)
 	require.NoError(t, err)
 	defer cl.Close()
 	sendCtx, cancelSend := context.WithTimeout(ctx, 30*time.Second)
 	defer cancelSend()
-	out, err := cl.Send(sendCtx, processor.Command{Command: "promote", Replay: "balances_v1"})
+	out, err := cl.Send(sendCtx, control.Command{Command: "promote", Replay: "balances_v1"})
 	require.NoError(t, err)
 	require.False(t, out.OK, "promoting the live version must be rejected")
 	require.NotEmpty(t, out.Error)
@@ -329,7 +332,7 @@ func scrape(t *testing.T, client *http.Client, u string) string {
 }
 
 // requireBalances checks the live view against the balances the generated history implies.
-func requireBalances(t *testing.T, ctx context.Context, db *pgx.Conn, bank *kafkatest.Bank) {
+func requireBalances(t *testing.T, ctx context.Context, db *pgx.Conn, bank *bankgen.Bank) {
 	t.Helper()
 	var accounts, total int64
 	require.NoError(t, db.QueryRow(ctx, "SELECT count(*), coalesce(sum(total), 0) FROM public.balances").Scan(&accounts, &total))

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -21,8 +20,9 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/kreplay/kreplay/internal/bankgen"
 	"github.com/kreplay/kreplay/internal/testkit"
-	"github.com/kreplay/kreplay/processor"
+	"github.com/kreplay/kreplay/processor/control"
 	"github.com/kreplay/kreplay/processor/kafkatest"
 	"github.com/kreplay/kreplay/store/storetest"
 	"github.com/kreplay/kreplay/topology"
@@ -104,7 +104,7 @@ type env struct {
 	kafka   *kafkatest.Cluster
 	dbURL   string
 	db      *pgxpool.Pool
-	bank    *kafkatest.Bank
+	bank    *bankgen.Bank
 	bankMu  sync.Mutex
 	dir     string
 	yaml    string
@@ -124,9 +124,12 @@ func newEnvOn(t *testing.T, k *kafkatest.Cluster, partitions int32, projections 
 	db, err := pgxpool.New(context.Background(), dbURL)
 	require.NoError(t, err)
 	t.Cleanup(db.Close)
-	e := &env{t: t, kafka: k, dbURL: dbURL, db: db, bank: kafkatest.NewBank(topic, partitions, 500, 2026), dir: t.TempDir()}
+	e := &env{t: t, kafka: k, dbURL: dbURL, db: db, bank: bankgen.New(topic, partitions, 500, 2026), dir: t.TempDir()}
 	brokers, _ := json.Marshal(k.Addrs) // a JSON list is a YAML flow list
-	e.yaml = fmt.Sprintf(`kafka:
+	// Every serve listens on a port of its own (see tryServe), never on a fixed one.
+	e.yaml = fmt.Sprintf(`http:
+  listen: "127.0.0.1:0"
+kafka:
   brokers: %s
   session_timeout: 3s
   rebalance_timeout: 5s
@@ -180,13 +183,8 @@ func (e *env) tryServe() (*serve, error) {
 	e.nserve++
 	n := e.nserve
 	e.serveMu.Unlock()
-	port, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	cfg := strings.Replace(e.yaml, "kafka:", fmt.Sprintf("http:\n  listen: \"127.0.0.1:%d\"\nkafka:", port), 1)
 	path := filepath.Join(e.dir, fmt.Sprintf("kreplay-%d.yaml", n))
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte(e.yaml), 0o600); err != nil {
 		return nil, err
 	}
 	logPath := filepath.Join(e.dir, fmt.Sprintf("serve-%d.log", n))
@@ -199,7 +197,7 @@ func (e *env) tryServe() (*serve, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	s := &serve{cmd: cmd, http: fmt.Sprintf("127.0.0.1:%d", port), log: logPath, done: make(chan error, 1)}
+	s := &serve{cmd: cmd, log: logPath, done: make(chan error, 1)}
 	go func() { s.done <- cmd.Wait(); _ = logf.Close() }()
 	e.t.Cleanup(func() {
 		if e.t.Failed() && s.alive() {
@@ -217,7 +215,10 @@ func (e *env) tryServe() (*serve, error) {
 	})
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
-		if s.get("/readyz") == 200 {
+		if s.http == "" {
+			s.http = httpAddr(logPath) // serve logs the port it took
+		}
+		if s.http != "" && s.get("/readyz") == 200 {
 			return s, nil
 		}
 		select {
@@ -343,22 +344,33 @@ func tail(path string) string {
 	return "--- " + path + "\n" + strings.Join(lines, "\n")
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+// httpAddr is the address of serve's HTTP server from its log ("http listening" addr=...), ""
+// until it is there.
+func httpAddr(logPath string) string {
+	b, err := os.ReadFile(logPath)
 	if err != nil {
-		return 0, err
+		return ""
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.Contains(line, "msg=\"http listening\"") {
+			continue
+		}
+		for _, f := range strings.Fields(line) {
+			if addr, ok := strings.CutPrefix(f, "addr="); ok {
+				return addr
+			}
+		}
+	}
+	return ""
 }
 
 // client publishes commands like the CLI.
-func (e *env) client() *processor.Client {
+func (e *env) client() *control.Client {
 	e.t.Helper()
 	cfg, err := topology.Parse([]byte(e.yaml))
 	require.NoError(e.t, err)
 	cfg.SetDefaults()
-	c, err := processor.NewClient(cfg, nil)
+	c, err := control.NewClient(cfg, nil)
 	require.NoError(e.t, err)
 	e.t.Cleanup(c.Close)
 	return c
@@ -477,7 +489,7 @@ func equalMaps(a, b map[string]int64) bool {
 
 // command sends a command and returns its outcome, or nil when none came within timeout (the
 // serve executing it may have been killed).
-func command(c *processor.Client, timeout time.Duration, cmd processor.Command) *processor.Outcome {
+func command(c *control.Client, timeout time.Duration, cmd control.Command) *control.Outcome {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	out, err := c.Send(ctx, cmd)

@@ -17,7 +17,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/kreplay/kreplay/processor"
+	"github.com/kreplay/kreplay/internal/bankgen"
+	"github.com/kreplay/kreplay/processor/control"
 	"github.com/kreplay/kreplay/processor/kafkatest"
 )
 
@@ -51,11 +52,11 @@ func TestFaultBadInput(t *testing.T) {
 	poison := []*kgo.Record{
 		{Topic: topic, Partition: 1, Key: []byte("acct-00001"), Value: []byte(`{"type": "MoneyDeposited", "aggregate_id": 7`)},
 		{Topic: topic, Partition: 2, Key: []byte("acct-00002"), Value: []byte("\x00\x01binary")},
-		kafkatest.Record(topic, 3, kafkatest.Event{ID: "lost-1", Type: "CardLost", AggregateID: "acct-00003", Version: 1, CreatedAt: time.Now(), Data: map[string]string{"card": "not a number"}}),
-		kafkatest.Record(topic, 0, kafkatest.Event{ID: "lost-2", Type: "CardLost", AggregateID: "acct-00004", Version: 1, CreatedAt: time.Now(), Data: map[string]string{"card": "also not"}}),
+		bankgen.Record(topic, 3, bankgen.Event{ID: "lost-1", Type: "CardLost", AggregateID: "acct-00003", Version: 1, CreatedAt: time.Now(), Data: map[string]string{"card": "not a number"}}),
+		bankgen.Record(topic, 0, bankgen.Event{ID: "lost-2", Type: "CardLost", AggregateID: "acct-00004", Version: 1, CreatedAt: time.Now(), Data: map[string]string{"card": "also not"}}),
 	}
 	e.kafka.Produce(poison...)
-	e.kafka.Produce(kafkatest.Record(topic, 0, kafkatest.Event{ID: "memo-1", Type: "MemoAttached", AggregateID: "acct-00005", Version: 1,
+	e.kafka.Produce(bankgen.Record(topic, 0, bankgen.Event{ID: "memo-1", Type: "MemoAttached", AggregateID: "acct-00005", Version: 1,
 		CreatedAt: time.Now(), Data: map[string]string{"memo": memo}}))
 	e.produce(2000)
 
@@ -91,7 +92,7 @@ func TestFaultBadInput(t *testing.T) {
 	// Hostile identifiers in commands are refused and create nothing.
 	c := e.client()
 	for _, key := range []string{`x"; DROP SCHEMA public CASCADE; --`, "x\x00y", "Select", "select", "pg_toast", "public", strings.Repeat("k", 64), "kreplay", "1abc"} {
-		out := command(c, 20*time.Second, processor.Command{Command: "create", Replay: key, Projection: "lenient", Options: json.RawMessage(`{"start": true}`)})
+		out := command(c, 20*time.Second, control.Command{Command: "create", Replay: key, Projection: "lenient", Options: json.RawMessage(`{"start": true}`)})
 		require.NotNil(t, out, "%q", key)
 		require.False(t, out.OK, "%q", key)
 		require.Regexp(t, `replay key|field "replay"`, out.Error, "%q", key) // refused before anything is recorded
@@ -131,11 +132,11 @@ func TestFaultBadInput(t *testing.T) {
 // which keep reading; the promotion completes once the long transaction ends.
 func TestFaultLockContention(t *testing.T) {
 	start := time.Now()
-	e := newEnv(t, 4, kafkatest.BankConfig(topic, 4, "global", true))
+	e := newEnv(t, 4, bankgen.Config(topic, 4, "global", true))
 	e.produce(5000)
 	s := e.startServe()
 	c := e.client()
-	out := command(c, 30*time.Second, processor.Command{Command: "create", Replay: "balances_v2", Projection: "balances", Options: json.RawMessage(`{"start": true}`)})
+	out := command(c, 30*time.Second, control.Command{Command: "create", Replay: "balances_v2", Projection: "balances", Options: json.RawMessage(`{"start": true}`)})
 	require.NotNil(t, out)
 	eventually(t, 60*time.Second, func() bool {
 		return e.scalar("SELECT count(*) FROM kreplay.versions WHERE key = 'balances_v2' AND state = 'tailing'") == 1
@@ -163,9 +164,9 @@ func TestFaultLockContention(t *testing.T) {
 			}
 		})
 	}
-	promoted := make(chan *processor.Outcome, 1)
+	promoted := make(chan *control.Outcome, 1)
 	go func() {
-		promoted <- command(c, 60*time.Second, processor.Command{Command: "promote", Replay: "balances_v2", Options: json.RawMessage(`{"wait": "30s"}`)})
+		promoted <- command(c, 60*time.Second, control.Command{Command: "promote", Replay: "balances_v2", Options: json.RawMessage(`{"wait": "30s"}`)})
 	}()
 	time.Sleep(2 * time.Second)
 	during := reads.Load()
@@ -175,7 +176,7 @@ func TestFaultLockContention(t *testing.T) {
 	wg.Wait()
 	require.NotNil(t, out)
 	require.True(t, out.OK, out.Error)
-	var rep processor.SwapReport
+	var rep control.SwapReport
 	require.NoError(t, json.Unmarshal(out.Result, &rep))
 	require.Greater(t, rep.Attempts, 1)
 	require.Greater(t, during, int64(50), "other readers were queued behind the swap")

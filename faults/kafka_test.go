@@ -14,8 +14,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
-	"github.com/kreplay/kreplay/processor"
-	"github.com/kreplay/kreplay/processor/kafkatest"
+	"github.com/kreplay/kreplay/internal/bankgen"
+	"github.com/kreplay/kreplay/processor/control"
 )
 
 // Kafka failing under kreplay, injected with kfake's fault hooks on a three-broker cluster:
@@ -25,11 +25,11 @@ import (
 // Nothing is applied twice, nothing stalls: every version ends exactly at the log.
 func TestFaultKafka(t *testing.T) {
 	start := time.Now()
-	e := newEnv(t, 8, kafkatest.BankConfig(topic, 8, "global", true)+spreadProjection, kfake.NumBrokers(3))
+	e := newEnv(t, 8, bankgen.Config(topic, 8, "global", true)+spreadProjection, kfake.NumBrokers(3))
 	e.produce(pick(15000, 60000))
 	s := e.startServe()
 	c := e.client()
-	out := command(c, 30*time.Second, processor.Command{Command: "create", Replay: "balances_v2", Projection: "balances", Options: json.RawMessage(`{"start": true}`)})
+	out := command(c, 30*time.Second, control.Command{Command: "create", Replay: "balances_v2", Projection: "balances", Options: json.RawMessage(`{"start": true}`)})
 	require.NotNil(t, out)
 	require.True(t, out.OK, out.Error)
 

@@ -12,8 +12,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/kreplay/kreplay/processor"
-	"github.com/kreplay/kreplay/processor/kafkatest"
+	"github.com/kreplay/kreplay/internal/bankgen"
+	"github.com/kreplay/kreplay/processor/control"
 )
 
 const spreadProjection = `  - name: spread
@@ -37,7 +37,7 @@ var bankTables = map[string]string{"balances": "balances", "spread": "spread"}
 func TestFaultSIGKILL(t *testing.T) {
 	start := time.Now()
 	kills := pick(6, 30)
-	e := newEnv(t, 8, kafkatest.BankConfig(topic, 8, "global", true)+spreadProjection)
+	e := newEnv(t, 8, bankgen.Config(topic, 8, "global", true)+spreadProjection)
 	e.produce(pick(20000, 60000))
 	c := e.client()
 	rnd := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
@@ -55,20 +55,20 @@ func TestFaultSIGKILL(t *testing.T) {
 				key := fmt.Sprintf("balances_v%d", next)
 				next++
 				wg.Go(func() {
-					command(c, 5*time.Second, processor.Command{Command: "create", Replay: key, Projection: "balances", Options: json.RawMessage(`{"start": true}`)})
+					command(c, 5*time.Second, control.Command{Command: "create", Replay: key, Projection: "balances", Options: json.RawMessage(`{"start": true}`)})
 				})
 			}
 		case "promote":
 			if len(keys) > 0 {
 				key := keys[rnd.IntN(len(keys))]
 				wg.Go(func() {
-					command(c, 5*time.Second, processor.Command{Command: "promote", Replay: key, Options: json.RawMessage(`{"max_lag": 100000, "wait": "3s"}`)})
+					command(c, 5*time.Second, control.Command{Command: "promote", Replay: key, Options: json.RawMessage(`{"max_lag": 100000, "wait": "3s"}`)})
 				})
 			}
 		case "remove":
 			if len(keys) > 1 {
 				key := keys[rnd.IntN(len(keys))]
-				wg.Go(func() { command(c, 5*time.Second, processor.Command{Command: "remove", Replay: key}) })
+				wg.Go(func() { command(c, 5*time.Second, control.Command{Command: "remove", Replay: key}) })
 			}
 		}
 		actions[action]++
@@ -101,7 +101,7 @@ func TestFaultSIGKILL(t *testing.T) {
 // partitions the three share) finish with exact values and no duplicates.
 func TestFaultSIGKILLOneOfThree(t *testing.T) {
 	start := time.Now()
-	e := newEnv(t, 8, kafkatest.BankConfig(topic, 8, "global", true)+spreadProjection)
+	e := newEnv(t, 8, bankgen.Config(topic, 8, "global", true)+spreadProjection)
 	e.yaml = strings.Replace(e.yaml, "    sources: [bank.accounts]\n    tables:\n      - CREATE TABLE balances", "    batch_size: 300\n    sources: [bank.accounts]\n    tables:\n      - CREATE TABLE balances", 1)
 	e.produce(pick(60000, 200000))
 	instances := []*serve{e.startServe(), e.startServe(), e.startServe()}
@@ -117,7 +117,7 @@ func TestFaultSIGKILLOneOfThree(t *testing.T) {
 		return spread >= 2
 	}, "spread_v1 (ordering: partition) is not spread over the instances")
 	c := e.client()
-	out := command(c, 30*time.Second, processor.Command{Command: "create", Replay: "balances_v2", Projection: "balances", Options: json.RawMessage(`{"start": true}`)})
+	out := command(c, 30*time.Second, control.Command{Command: "create", Replay: "balances_v2", Projection: "balances", Options: json.RawMessage(`{"start": true}`)})
 	require.NotNil(t, out)
 	require.True(t, out.OK, out.Error)
 	var owner *serve

@@ -16,8 +16,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
-	"github.com/kreplay/kreplay/processor"
-	"github.com/kreplay/kreplay/processor/kafkatest"
+	"github.com/kreplay/kreplay/internal/bankgen"
+	"github.com/kreplay/kreplay/processor/control"
 )
 
 // Load: a large history, 8 readers querying the live views in a tight loop, a replay of it
@@ -27,7 +27,7 @@ import (
 func TestFaultLoad(t *testing.T) {
 	start := time.Now()
 	events := pick(100000, 1000000)
-	e := newEnv(t, 8, kafkatest.BankConfig(topic, 8, "global", true))
+	e := newEnv(t, 8, bankgen.Config(topic, 8, "global", true))
 	for left := events; left > 0; left -= 50000 {
 		e.produce(min(left, 50000))
 	}
@@ -68,7 +68,7 @@ func TestFaultLoad(t *testing.T) {
 	}
 	c := e.client()
 	replayStart := time.Now()
-	out := command(c, 30*time.Second, processor.Command{Command: "create", Replay: "balances_v2", Projection: "balances", Options: json.RawMessage(`{"start": true}`)})
+	out := command(c, 30*time.Second, control.Command{Command: "create", Replay: "balances_v2", Projection: "balances", Options: json.RawMessage(`{"start": true}`)})
 	require.NotNil(t, out)
 	require.True(t, out.OK, out.Error)
 	var peak int64
@@ -78,7 +78,7 @@ func TestFaultLoad(t *testing.T) {
 	}, "v2 did not reach tailing")
 	replay := time.Since(replayStart)
 	e.produce(2000)
-	out = command(c, 60*time.Second, processor.Command{Command: "promote", Replay: "balances_v2", Options: json.RawMessage(`{"wait": "30s"}`)})
+	out = command(c, 60*time.Second, control.Command{Command: "promote", Replay: "balances_v2", Options: json.RawMessage(`{"wait": "30s"}`)})
 	require.NotNil(t, out)
 	require.True(t, out.OK, out.Error)
 	time.Sleep(500 * time.Millisecond)

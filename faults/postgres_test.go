@@ -11,8 +11,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/kreplay/kreplay/processor"
-	"github.com/kreplay/kreplay/processor/kafkatest"
+	"github.com/kreplay/kreplay/internal/bankgen"
+	"github.com/kreplay/kreplay/processor/control"
 	"github.com/kreplay/kreplay/store/storetest"
 )
 
@@ -23,11 +23,11 @@ import (
 // 503 meanwhile, and 200 once it is back.
 func TestFaultPostgres(t *testing.T) {
 	start := time.Now()
-	e := newEnv(t, 8, kafkatest.BankConfig(topic, 8, "global", true)+spreadProjection)
+	e := newEnv(t, 8, bankgen.Config(topic, 8, "global", true)+spreadProjection)
 	e.produce(pick(20000, 80000))
 	s := e.startServe()
 	c := e.client()
-	out := command(c, 30*time.Second, processor.Command{Command: "create", Replay: "balances_v2", Projection: "balances", Options: json.RawMessage(`{"start": true}`)})
+	out := command(c, 30*time.Second, control.Command{Command: "create", Replay: "balances_v2", Projection: "balances", Options: json.RawMessage(`{"start": true}`)})
 	require.NotNil(t, out)
 	require.True(t, out.OK, out.Error)
 

@@ -26,7 +26,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 
-	"github.com/kreplay/kreplay/processor"
+	"github.com/kreplay/kreplay/internal/bankgen"
+	"github.com/kreplay/kreplay/processor/control"
 	"github.com/kreplay/kreplay/processor/kafkatest"
 	"github.com/kreplay/kreplay/topology"
 )
@@ -41,7 +42,7 @@ func TestFaultSecurity(t *testing.T) {
 
 	// Signed commands and the reader role.
 	role := "reader_" + randomHex(4)
-	e := newEnv(t, 4, kafkatest.BankConfig(topic, 4, "global", true))
+	e := newEnv(t, 4, bankgen.Config(topic, 4, "global", true))
 	e.yaml = strings.Replace(e.yaml, "control:\n", "control:\n  secret: s3cret\n", 1)
 	e.yaml = strings.Replace(e.yaml, "postgres:\n", "postgres:\n  reader_role: "+role+"\n", 1)
 	_, err := e.db.Exec(context.Background(), "CREATE ROLE "+role+" NOLOGIN")
@@ -56,8 +57,8 @@ func TestFaultSecurity(t *testing.T) {
 	signed := e.client()
 	unsigned := clientWith(t, e, "")
 	wrong := clientWith(t, e, "guess")
-	create := processor.Command{Command: "create", Replay: "balances_v2", Projection: "balances", Options: json.RawMessage(`{"start": true}`)}
-	for name, c := range map[string]*processor.Client{"unsigned": unsigned, "wrongly signed": wrong} {
+	create := control.Command{Command: "create", Replay: "balances_v2", Projection: "balances", Options: json.RawMessage(`{"start": true}`)}
+	for name, c := range map[string]*control.Client{"unsigned": unsigned, "wrongly signed": wrong} {
 		out := command(c, 20*time.Second, create)
 		require.NotNil(t, out, name)
 		require.False(t, out.OK, name)
@@ -101,7 +102,7 @@ func TestFaultSecurity(t *testing.T) {
 
 	// Wrong credentials: serve does not start consuming and says why. (A real broker answers a
 	// bad SCRAM proof with SASL_AUTHENTICATION_FAILED and serve exits at once, see
-	// processor.TestKafkaRefusedIsFinal; kfake closes the connection instead, so serve waits.)
+	// internal/kafkaconn.TestKafkaRefusedIsFinal; kfake closes the connection instead, so serve waits.)
 	bad := strings.Replace(sasl.yaml, "password: pa55", "password: nope", 1)
 	path := filepath.Join(t.TempDir(), "bad.yaml")
 	require.NoError(t, os.WriteFile(path, []byte(bad), 0o600))
@@ -136,18 +137,18 @@ func TestFaultSecurity(t *testing.T) {
 func newSecureEnv(t *testing.T, opts []kfake.Opt, clientOpts []kgo.Opt, kafkaYAML string) *env {
 	t.Helper()
 	k := kafkatest.NewWithClient(t, map[string]int32{topic: 4}, opts, clientOpts)
-	e := newEnvOn(t, k, 4, kafkatest.BankConfig(topic, 4, "global", true))
+	e := newEnvOn(t, k, 4, bankgen.Config(topic, 4, "global", true))
 	e.yaml = strings.Replace(e.yaml, "kafka:\n", "kafka:\n"+kafkaYAML, 1)
 	return e
 }
 
-func clientWith(t *testing.T, e *env, secret string) *processor.Client {
+func clientWith(t *testing.T, e *env, secret string) *control.Client {
 	t.Helper()
 	cfg, err := topology.Parse([]byte(e.yaml))
 	require.NoError(t, err)
 	cfg.SetDefaults()
 	cfg.Control.Secret = secret
-	c, err := processor.NewClient(cfg, nil)
+	c, err := control.NewClient(cfg, nil)
 	require.NoError(t, err)
 	t.Cleanup(c.Close)
 	return c

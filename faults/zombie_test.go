@@ -6,9 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kreplay/kreplay/internal/bankgen"
 	"github.com/stretchr/testify/require"
-
-	"github.com/kreplay/kreplay/processor/kafkatest"
 )
 
 // A member frozen (SIGSTOP) past its session timeout loses its partitions to another instance,
@@ -17,7 +16,7 @@ import (
 // the values stay exact, with no event applied twice.
 func TestFaultZombie(t *testing.T) {
 	start := time.Now()
-	e := newEnv(t, 8, kafkatest.BankConfig(topic, 8, "global", true))
+	e := newEnv(t, 8, bankgen.Config(topic, 8, "global", true))
 	e.produce(5000)
 	a, b := e.startServe(), e.startServe()
 	eventually(t, 60*time.Second, func() bool { return e.caughtUp("balances_v1") }, "v1 did not catch up")

@@ -2,31 +2,20 @@ package processor
 
 import (
 	"slices"
+
+	"github.com/kreplay/kreplay/processor/httpapi"
 )
 
-// Assignments is GET /api/assignments: what this instance consumes now, and whether it leads
-// (executes control commands and publishes statuses).
-type Assignments struct {
-	Instance string `json:"instance"`
-	Leader   bool   `json:"leader"`
-	// Versions is the number of partitions this instance consumes per version running on it (0
-	// when another member of the version's group owns them).
-	Versions map[string]int `json:"versions"`
-	// Partitions lists them per version and topic, partitions in ascending order ({} when
-	// another member owns them).
-	Partitions map[string]map[string][]int32 `json:"partitions"`
-}
-
 // Assignments are the partitions this instance consumes now, per version running on it.
-func (p *Processor) Assignments() Assignments {
+func (p *Processor) Assignments() httpapi.Assignments {
 	p.mu.Lock()
 	runners := make(map[string]*runner, len(p.runners))
 	for k, r := range p.runners {
 		runners[k] = r
 	}
 	p.mu.Unlock()
-	a := Assignments{
-		Instance: p.instance, Leader: p.leading.Load(),
+	a := httpapi.Assignments{
+		Instance: p.instance, Leader: p.Leading(),
 		Versions: make(map[string]int, len(runners)), Partitions: make(map[string]map[string][]int32, len(runners)),
 	}
 	for k, r := range runners {

@@ -9,8 +9,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/kreplay/kreplay/internal/bankgen"
 	"github.com/kreplay/kreplay/processor"
-	"github.com/kreplay/kreplay/processor/kafkatest"
 )
 
 // assignmentsJSON is GET /api/assignments decoded loosely, so that the test checks the JSON
@@ -45,9 +45,9 @@ func TestAPIAssignmentsListsTheConsumedPartitions(t *testing.T) {
 	t.Parallel()
 	const topic = "bank.accounts"
 	b := setup(t, map[string]int32{topic: 4})
-	bank := kafkatest.NewBank(topic, 4, 50, 3)
+	bank := bankgen.New(topic, 4, 50, 3)
 	b.kafka.Produce(bank.Events(400)...)
-	cfg := b.config(kafkatest.BankConfig(topic, 4, "global", false))
+	cfg := b.config(bankgen.Config(topic, 4, "global", false))
 	one := b.start(cfg)
 	eventually(t, 60*time.Second, func() bool { return b.caughtUp("balances_v1", topic) }, "balances_v1 did not catch up")
 
@@ -60,7 +60,7 @@ func TestAPIAssignmentsListsTheConsumedPartitions(t *testing.T) {
 	require.Equal(t, map[string][]int{topic: {0, 1, 2, 3}}, a.Partitions["balances_v1"])
 
 	// A second instance joins the group and stands by: a global-ordered version stays in one place.
-	two := b.start(b.config(kafkatest.BankConfig(topic, 4, "global", false)))
+	two := b.start(b.config(bankgen.Config(topic, 4, "global", false)))
 	var a1, a2 assignmentsJSON
 	eventually(t, 60*time.Second, func() bool {
 		a1, a2 = getAssignments(t, one.p), getAssignments(t, two.p)

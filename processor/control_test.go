@@ -11,26 +11,28 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/kreplay/kreplay/internal/bankgen"
 	"github.com/kreplay/kreplay/processor"
-	"github.com/kreplay/kreplay/processor/kafkatest"
+	"github.com/kreplay/kreplay/processor/control"
+	"github.com/kreplay/kreplay/processor/lifecycle"
 	"github.com/kreplay/kreplay/store"
 )
 
 // outcomes reads the outcomes on the status topic (command id -> outcomes, in order).
-func (b *bundle) outcomes() map[string][]processor.Outcome {
+func (b *bundle) outcomes() map[string][]control.Outcome {
 	b.t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(b.kafka.Addrs...), kgo.ConsumeTopics("kreplay.status"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	require.NoError(b.t, err)
 	defer cl.Close()
 	ends := b.kafka.EndOffsets("kreplay.status")
-	out := map[string][]processor.Outcome{}
+	out := map[string][]control.Outcome{}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for read := int64(0); read < ends[0] && ctx.Err() == nil; {
 		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
 			read++
 			if strings.HasPrefix(string(r.Key), "command:") {
-				var o processor.Outcome
+				var o control.Outcome
 				require.NoError(b.t, json.Unmarshal(r.Value, &o))
 				out[o.CommandID] = append(out[o.CommandID], o)
 			}
@@ -40,9 +42,9 @@ func (b *bundle) outcomes() map[string][]processor.Outcome {
 }
 
 // waitOutcome waits for the n-th outcome of a command id.
-func (b *bundle) waitOutcome(id string, n int) processor.Outcome {
+func (b *bundle) waitOutcome(id string, n int) control.Outcome {
 	b.t.Helper()
-	var got []processor.Outcome
+	var got []control.Outcome
 	eventually(b.t, 30*time.Second, func() bool { got = b.outcomes()[id]; return len(got) >= n }, "no outcome #%d for command %s", n, id)
 	return got[n-1]
 }
@@ -60,10 +62,10 @@ func TestControlTopicCommands(t *testing.T) {
 	t.Parallel()
 	const topic = "bank.accounts"
 	b := setup(t, map[string]int32{topic: 4})
-	bank := kafkatest.NewBank(topic, 4, 50, 81)
+	bank := bankgen.New(topic, 4, 50, 81)
 	b.kafka.Produce(bank.Events(1000)...)
 	reg := prometheus.NewRegistry()
-	cfg := b.config(kafkatest.BankConfig(topic, 4, "global", true))
+	cfg := b.config(bankgen.Config(topic, 4, "global", true))
 	r := b.startWith(cfg, processor.Options{Registry: reg})
 	eventually(t, 30*time.Second, func() bool { return b.caughtUp("balances_v1", topic) }, "v1 did not catch up")
 
@@ -141,7 +143,7 @@ func TestSignedCommands(t *testing.T) {
 	require.Contains(t, o.Error, "unauthorized")
 
 	cmd2 := `{"id":"p2","command":"promote","replay":"balances_v2"}`
-	b.command(cmd2, kgo.RecordHeader{Key: processor.SignatureHeader, Value: []byte(processor.Sign([]byte("guess"), []byte(cmd2)))})
+	b.command(cmd2, kgo.RecordHeader{Key: control.SignatureHeader, Value: []byte(control.Sign([]byte("guess"), []byte(cmd2)))})
 	o = b.waitOutcome("p2", 1)
 	require.False(t, o.OK)
 	require.Contains(t, o.Error, "wrong secret")
@@ -149,22 +151,22 @@ func TestSignedCommands(t *testing.T) {
 	require.Equal(t, int64(0), b.scalar("SELECT count(*) FROM kreplay.commands"), "refused commands are not recorded as executed")
 
 	cmd3 := `{"id":"p3","command":"promote","replay":"balances_v2","options":{"wait":"30s"}}`
-	b.command(cmd3, kgo.RecordHeader{Key: processor.SignatureHeader, Value: []byte(processor.Sign([]byte("s3cret"), []byte(cmd3)))})
+	b.command(cmd3, kgo.RecordHeader{Key: control.SignatureHeader, Value: []byte(control.Sign([]byte("s3cret"), []byte(cmd3)))})
 	o = b.waitOutcome("p3", 1)
 	require.True(t, o.OK, o.Error)
 	require.Equal(t, store.StateLive, b.state("balances_v2"))
 }
 
-func promotableWith(t *testing.T, secret string) (*bundle, *running, *kafkatest.Bank) {
+func promotableWith(t *testing.T, secret string) (*bundle, *running, *bankgen.Bank) {
 	t.Helper()
 	const topic = "bank.accounts"
 	b := setup(t, map[string]int32{topic: 4})
-	bank := kafkatest.NewBank(topic, 4, 50, 91)
+	bank := bankgen.New(topic, 4, 50, 91)
 	b.kafka.Produce(bank.Events(1000)...)
-	cfg := b.config(kafkatest.BankConfig(topic, 4, "global", true))
+	cfg := b.config(bankgen.Config(topic, 4, "global", true))
 	cfg.Control.Secret = secret
 	r := b.start(cfg)
-	_, err := r.p.Manager().Create(context.Background(), processor.CreateRequest{Key: "balances_v2", Projection: "balances", Start: true})
+	_, err := r.p.Manager().Create(context.Background(), lifecycle.CreateRequest{Key: "balances_v2", Projection: "balances", Start: true})
 	require.NoError(t, err)
 	eventually(t, 30*time.Second, func() bool { return b.state("balances_v2") == store.StateTailing }, "v2 did not reach tailing")
 	return b, r, bank

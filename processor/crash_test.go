@@ -10,8 +10,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/kreplay/kreplay/internal/bankgen"
 	"github.com/kreplay/kreplay/processor"
-	"github.com/kreplay/kreplay/processor/kafkatest"
 )
 
 // A processor stopped abruptly mid-stream (batches in flight aborted, no offsets committed to
@@ -22,9 +22,9 @@ func TestAbruptStopsLoseAndDuplicateNothing(t *testing.T) {
 	t.Parallel()
 	const topic = "bank.accounts"
 	b := setup(t, map[string]int32{topic: 8})
-	bank := kafkatest.NewBank(topic, 8, 300, 7)
+	bank := bankgen.New(topic, 8, 300, 7)
 	b.kafka.Produce(bank.Events(15000)...)
-	cfg := b.config(kafkatest.BankConfig(topic, 8, "global", false))
+	cfg := b.config(bankgen.Config(topic, 8, "global", false))
 	cfg.Projections[0].BatchSize = 200
 
 	var mu sync.Mutex

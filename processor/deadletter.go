@@ -8,6 +8,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/kreplay/kreplay/internal/kafkaconn"
+	"github.com/kreplay/kreplay/internal/retry"
 	"github.com/kreplay/kreplay/store"
 	"github.com/kreplay/kreplay/topology"
 )
@@ -43,16 +45,12 @@ func (p *Processor) deadLetter(ctx context.Context, v *store.Version, rec *kgo.R
 		),
 		Timestamp: rec.Timestamp,
 	}
-	return retryKafka(ctx, func() error {
+	// Retriable Kafka errors are retried (the broker may come back; the version waits rather
+	// than loses the record); a refusal (an ACL, a record too large) is final.
+	return retry.Policy{Retryable: kafkaconn.Retriable, Log: p.retries, What: "dead letter to " + out.Topic}.Do(ctx, func(ctx context.Context) error {
 		if err := p.producer.ProduceSync(ctx, out).FirstErr(); err != nil {
 			return fmt.Errorf("dead letter to %s: %w", out.Topic, err)
 		}
 		return nil
 	})
-}
-
-// retryKafka retries fn until it succeeds or ctx ends (Kafka errors are retried: the broker may
-// come back; the version waits rather than loses the record).
-func retryKafka(ctx context.Context, fn func() error) error {
-	return retryUntil(ctx, fn, func(error) bool { return true })
 }

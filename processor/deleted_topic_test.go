@@ -6,10 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kreplay/kreplay/internal/bankgen"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kadm"
-
-	"github.com/kreplay/kreplay/processor/kafkatest"
 )
 
 // A source topic deleted from Kafka does not stall the version: after a restart its other topics
@@ -18,11 +17,11 @@ import (
 func TestADeletedSourceTopicDoesNotStallTheOthers(t *testing.T) {
 	t.Parallel()
 	b := setup(t, map[string]int32{"bank.a": 4, "bank.b": 2})
-	bankA := kafkatest.NewBank("bank.a", 4, 100, 1)
-	bankB := kafkatest.NewBank("bank.b", 2, 100, 2)
+	bankA := bankgen.New("bank.a", 4, 100, 1)
+	bankB := bankgen.New("bank.b", 2, 100, 2)
 	b.kafka.Produce(bankA.Events(1000)...)
 	b.kafka.Produce(bankB.Events(500)...)
-	yaml := kafkatest.BankConfig("bank.a", 4, "global", false)
+	yaml := bankgen.Config("bank.a", 4, "global", false)
 	yaml = strings.Replace(yaml, "sources:\n", "sources:\n  - topic: bank.b\n    partitions: 2\n", 1)
 	yaml = strings.Replace(yaml, "sources: [bank.a]", "sources: [bank.a, bank.b]", 1)
 	cfg := b.config(yaml)

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
+	"github.com/kreplay/kreplay/internal/bankgen"
 	"github.com/kreplay/kreplay/internal/testkit"
 	"github.com/kreplay/kreplay/processor"
 	"github.com/kreplay/kreplay/processor/kafkatest"
@@ -101,12 +102,12 @@ const bankTopic = "bank.accounts"
 
 // liveBank produces events bank events over partitions of bankTopic and runs a processor with
 // the bank projection (global order) until its live balances_v1 has applied them all.
-func liveBank(t *testing.T, partitions int32, accounts int, seed uint64, events int) (*bundle, *running, *kafkatest.Bank) {
+func liveBank(t *testing.T, partitions int32, accounts int, seed uint64, events int) (*bundle, *running, *bankgen.Bank) {
 	t.Helper()
 	b := setup(t, map[string]int32{bankTopic: partitions})
-	bank := kafkatest.NewBank(bankTopic, partitions, accounts, seed)
+	bank := bankgen.New(bankTopic, partitions, accounts, seed)
 	b.kafka.Produce(bank.Events(events)...)
-	r := b.start(b.config(kafkatest.BankConfig(bankTopic, partitions, "global", false)))
+	r := b.start(b.config(bankgen.Config(bankTopic, partitions, "global", false)))
 	eventually(t, 60*time.Second, func() bool { return b.caughtUp("balances_v1", bankTopic) }, "balances_v1 did not catch up: %v", b.checkpoints("balances_v1", bankTopic))
 	return b, r, bank
 }
@@ -185,4 +186,11 @@ func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Helper()
 	w.t.Log(string(p[:len(p)-1]))
 	return len(p), nil
+}
+
+// groupName is a version's consumer group under the default installation name.
+func groupName(projection, key string) string {
+	cfg := &topology.Config{}
+	cfg.SetDefaults()
+	return cfg.GroupName(projection, key)
 }

@@ -9,8 +9,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/kreplay/kreplay/internal/bankgen"
 	"github.com/kreplay/kreplay/processor"
-	"github.com/kreplay/kreplay/processor/kafkatest"
+	"github.com/kreplay/kreplay/processor/control"
 )
 
 const spreadProjection = `  - name: spread
@@ -38,9 +39,9 @@ func TestInstancesShareTheWorkAndSurviveLosingOne(t *testing.T) {
 	t.Parallel()
 	const topic = "bank.accounts"
 	b := setup(t, map[string]int32{topic: 8})
-	bank := kafkatest.NewBank(topic, 8, 200, 101)
+	bank := bankgen.New(topic, 8, 200, 101)
 	b.kafka.Produce(bank.Events(30000)...)
-	cfg := b.config(kafkatest.BankConfig(topic, 8, "global", true) + spreadProjection)
+	cfg := b.config(bankgen.Config(topic, 8, "global", true) + spreadProjection)
 	cfg.Projections[0].BatchSize = 200
 
 	var insts []*instance
@@ -72,7 +73,7 @@ func TestInstancesShareTheWorkAndSurviveLosingOne(t *testing.T) {
 	eventually(t, 20*time.Second, func() bool { o, n := owners("spread_v1"); return o >= 2 && n == 8 }, "spread_v1 is not spread")
 
 	client := newClient(t, b)
-	out, err := client.Send(context.Background(), processor.Command{Command: "create", Replay: "balances_v2", Projection: "balances",
+	out, err := client.Send(context.Background(), control.Command{Command: "create", Replay: "balances_v2", Projection: "balances",
 		Options: json.RawMessage(`{"start": true}`)})
 	require.NoError(t, err)
 	require.True(t, out.OK, out.Error)
@@ -108,16 +109,16 @@ func TestInstancesShareTheWorkAndSurviveLosingOne(t *testing.T) {
 	eventually(t, 20*time.Second, func() bool { o, n := owners("balances_v2"); return o == 1 && n == 8 }, "balances_v2 is not owned by one of the survivors")
 
 	// The control plane survived too (the killed instance may have been the leader).
-	out, err = client.Send(context.Background(), processor.Command{Command: "promote", Replay: "balances_v2", Options: json.RawMessage(`{"wait": "30s"}`)})
+	out, err = client.Send(context.Background(), control.Command{Command: "promote", Replay: "balances_v2", Options: json.RawMessage(`{"wait": "30s"}`)})
 	require.NoError(t, err)
 	require.True(t, out.OK, out.Error)
 	require.Equal(t, bank.Balances(), b.balances("public"))
 }
 
-func newClient(t *testing.T, b *bundle) *processor.Client {
+func newClient(t *testing.T, b *bundle) *control.Client {
 	t.Helper()
-	cfg := b.config(kafkatest.BankConfig("bank.accounts", 1, "global", false))
-	c, err := processor.NewClient(cfg, nil)
+	cfg := b.config(bankgen.Config("bank.accounts", 1, "global", false))
+	c, err := control.NewClient(cfg, nil)
 	require.NoError(t, err)
 	t.Cleanup(c.Close)
 	return c
@@ -131,9 +132,9 @@ func TestFetchesPausedBeforeARebalanceResumeAfterIt(t *testing.T) {
 	t.Parallel()
 	const topic = "bank.accounts"
 	b := setup(t, map[string]int32{topic: 8})
-	bank := kafkatest.NewBank(topic, 8, 200, 7)
+	bank := bankgen.New(topic, 8, 200, 7)
 	b.kafka.Produce(bank.Events(100000)...)
-	cfg := b.config(kafkatest.BankConfig(topic, 8, "global", false))
+	cfg := b.config(bankgen.Config(topic, 8, "global", false))
 	cfg.Projections[0].BatchSize = 20
 
 	a := b.start(cfg)

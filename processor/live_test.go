@@ -7,8 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/kreplay/kreplay/processor"
-	"github.com/kreplay/kreplay/processor/kafkatest"
+	"github.com/kreplay/kreplay/internal/bankgen"
 )
 
 // A live projection applies every event exactly once: its balances equal those computed from
@@ -18,10 +17,10 @@ func TestLiveProjectionAppliesEveryEventOnce(t *testing.T) {
 	t.Parallel()
 	const topic = "bank.accounts"
 	b := setup(t, map[string]int32{topic: 8})
-	bank := kafkatest.NewBank(topic, 8, 500, 1)
+	bank := bankgen.New(topic, 8, 500, 1)
 	b.kafka.Produce(bank.Events(20000)...)
 
-	r := b.start(b.config(kafkatest.BankConfig(topic, 8, "global", false)))
+	r := b.start(b.config(bankgen.Config(topic, 8, "global", false)))
 	eventually(t, 60*time.Second, func() bool { return b.caughtUp("balances_v1", topic) }, "balances_v1 did not catch up: %v", b.checkpoints("balances_v1", topic))
 	require.Equal(t, bank.Balances(), b.balances("public"))
 
@@ -31,7 +30,7 @@ func TestLiveProjectionAppliesEveryEventOnce(t *testing.T) {
 	require.Equal(t, bank.Balances(), b.balances("public"))
 	require.Equal(t, int64(bank.Total()), b.scalar("SELECT sum(applied_events) FROM kreplay.checkpoints WHERE version = 'balances_v1'"))
 
-	group := processor.GroupName("balances", "balances_v1")
+	group := groupName("balances", "balances_v1")
 	eventually(t, 10*time.Second, func() bool {
 		committed := b.kafka.Committed(group, topic)
 		cps := b.checkpoints("balances_v1", topic)

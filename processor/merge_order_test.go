@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/kreplay/kreplay/internal/bankgen"
 	"github.com/kreplay/kreplay/processor/kafkatest"
 )
 
@@ -64,13 +65,13 @@ func tiedLog(t *testing.T, k *kafkatest.Cluster, n int) []logEvent {
 		ev := logEvent{id: fmt.Sprintf("e%04d", i), topic: tp.topic, partition: tp.p, offset: next[name], created: created, version: int64(rnd.IntN(3))}
 		next[name]++
 		out = append(out, ev)
-		recs = append(recs, kafkatest.Record(tp.topic, tp.p, kafkatest.Event{ID: ev.id, Type: "E", AggregateID: "a", Version: ev.version, CreatedAt: created, Data: map[string]int{"i": i}}))
+		recs = append(recs, bankgen.Record(tp.topic, tp.p, bankgen.Event{ID: ev.id, Type: "E", AggregateID: "a", Version: ev.version, CreatedAt: created, Data: map[string]int{"i": i}}))
 	}
 	k.Produce(recs...)
 	return out
 }
 
-// mergeOrder is the k-way merge of DESIGN.md, computed here independently of kreplay: each
+// mergeOrder is the k-way merge of docs/ARCHITECTURE.md, computed here independently of kreplay: each
 // partition in log order; repeatedly emit the smallest head by (created_at, version, topic,
 // partition, offset).
 func mergeOrder(events []logEvent) []string {

@@ -15,8 +15,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/kreplay/kreplay/internal/bankgen"
 	"github.com/kreplay/kreplay/processor"
-	"github.com/kreplay/kreplay/processor/kafkatest"
 	"github.com/kreplay/kreplay/store/storetest"
 )
 
@@ -46,13 +46,13 @@ func TestPoisonEventsFollowTheOnErrorPolicy(t *testing.T) {
 	t.Parallel()
 	const topic = "bank.accounts"
 	b := setup(t, map[string]int32{topic: 4})
-	bank := kafkatest.NewBank(topic, 4, 50, 3)
+	bank := bankgen.New(topic, 4, 50, 3)
 	good := bank.Events(2000)
 	at := func(ms int) time.Time { return bank.Start.Add(time.Duration(ms) * time.Millisecond) }
 	poison := []*kgo.Record{
 		{Topic: topic, Partition: 1, Key: []byte("acct-00001"), Value: []byte(`{not json`), Timestamp: at(300)},
 		{Topic: topic, Partition: 2, Key: []byte("acct-00002"), Value: []byte(`{"id":"p2","aggregate_id":"acct-00002","data":{}}`), Timestamp: at(900)},
-		kafkatest.Record(topic, 3, kafkatest.Event{ID: "p3", Type: "MoneyDeposited", AggregateID: "acct-00003", Version: 1,
+		bankgen.Record(topic, 3, bankgen.Event{ID: "p3", Type: "MoneyDeposited", AggregateID: "acct-00003", Version: 1,
 			CreatedAt: at(1500), Data: map[string]string{"amount": "abc"}}),
 	}
 	b.kafka.Produce(append(append(append([]*kgo.Record{}, good[:700]...), poison...), good[700:]...)...)

@@ -5,16 +5,26 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/plugin/kprom"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/kreplay/kreplay/internal/kafkaconn"
+	"github.com/kreplay/kreplay/internal/retry"
+	"github.com/kreplay/kreplay/internal/startstop"
+	"github.com/kreplay/kreplay/processor/control"
+	"github.com/kreplay/kreplay/processor/embedded"
+	"github.com/kreplay/kreplay/processor/httpapi"
+	"github.com/kreplay/kreplay/processor/leader"
+	"github.com/kreplay/kreplay/processor/lifecycle"
 	"github.com/kreplay/kreplay/store"
 	"github.com/kreplay/kreplay/topology"
 )
@@ -41,32 +51,25 @@ type Processor struct {
 	metrics         *metrics
 	health          *health
 	shutdownTimeout time.Duration
+	instance        string
+	abrupt          atomic.Bool // Kill: stop without finishing batches or committing offsets
+	started         chan struct{}
 
+	// Set up by Run before started is closed.
 	store    *store.Store
 	kopts    []kgo.Opt
 	adminCl  *kgo.Client
 	admin    *kadm.Client
 	producer *kgo.Client
-	embedded *Embedded
-	mgr      *Manager
-
-	started chan struct{}
+	broker   *embedded.Broker
+	mgr      *lifecycle.Manager
+	leader   *leader.Leader
+	work     *startstop.Group // runners, runners being stopped, auto-promotions: Run stops it last
+	retries  *retry.Logger
 
 	mu       sync.Mutex
 	runners  map[string]*runner
-	statuses []Status
 	httpAddr string
-	tsCache  tsCache
-
-	instance  string
-	abrupt    atomic.Bool // Kill: stop without finishing batches or committing offsets
-	leading   atomic.Bool
-	published statusPublisher
-	statusNow chan chan struct{} // refreshStatus -> statusLoop
-	bg        sync.WaitGroup     // runners being stopped, auto-promotions: Run waits for them
-	autoMu    sync.Mutex
-	autoTried map[string]struct{}
-	autoBusy  bool
 }
 
 // New returns a processor for the config (already loaded and validated). It connects nothing
@@ -86,12 +89,10 @@ func New(cfg *topology.Config, opts Options) *Processor {
 		cfg: cfg, log: opts.Logger, reg: opts.Registry, metrics: m,
 		health:          &health{m: m},
 		shutdownTimeout: opts.ShutdownTimeout,
-		started:         make(chan struct{}),
-		runners:         map[string]*runner{},
-		tsCache:         tsCache{m: map[recordAt]time.Time{}},
 		instance:        instanceName(),
-		autoTried:       map[string]struct{}{},
-		statusNow:       make(chan chan struct{}),
+		started:         make(chan struct{}),
+		retries:         retry.NewLogger(opts.Logger, slog.LevelWarn),
+		runners:         map[string]*runner{},
 	}
 }
 
@@ -99,8 +100,8 @@ func New(cfg *topology.Config, opts Options) *Processor {
 // projections and started consuming.
 func (p *Processor) Started() <-chan struct{} { return p.started }
 
-// Manager is the replay manager of a started processor.
-func (p *Processor) Manager() *Manager { return p.mgr }
+// Manager is the replay lifecycle of a started processor.
+func (p *Processor) Manager() *lifecycle.Manager { return p.mgr }
 
 // Store is the processor's store (after Started).
 func (p *Processor) Store() *store.Store { return p.store }
@@ -122,37 +123,64 @@ func (p *Processor) Assigned(key string) int {
 }
 
 // Leading reports whether this instance executes control commands.
-func (p *Processor) Leading() bool { return p.leading.Load() }
+func (p *Processor) Leading() bool { return p.leader != nil && p.leader.Leading() }
+
+// Handler is kreplay's HTTP API (see package httpapi).
+func (p *Processor) Handler() http.Handler { return httpapi.Handler(p) }
+
+// HTTPAddr is the address the HTTP server listens on (after Started), "" when disabled.
+func (p *Processor) HTTPAddr() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.httpAddr
+}
+
+// Registry is where the processor's metrics are (httpapi.Source).
+func (p *Processor) Registry() *prometheus.Registry { return p.reg }
+
+// Ready reports whether PostgreSQL and Kafka answer (httpapi.Source).
+func (p *Processor) Ready() (bool, string) { return p.health.ready() }
+
+// Statuses are the statuses the status loop computed last (httpapi.Source).
+func (p *Processor) Statuses() []control.Status {
+	if p.leader == nil {
+		return nil
+	}
+	return p.leader.Statuses()
+}
 
 // Run runs the processor until ctx ends, then shuts down gracefully: batches in flight finish,
 // offsets are committed, consumers leave their groups. It returns nil after a clean shutdown.
 func (p *Processor) Run(ctx context.Context) error {
-	// HTTP first: /healthz answers (and /readyz says why not ready) while setup waits for
+	// What the config says that can be checked without the network is checked first, so that
+	// a config error is what serve reports, whatever holds its ports.
+	if err := p.check(); err != nil {
+		return err
+	}
+	// HTTP next: /healthz answers (and /readyz says why not ready) while setup waits for
 	// PostgreSQL and Kafka, so that an orchestrator does not kill a process that is waiting.
-	srv, err := p.listenHTTP(ctx)
-	if err != nil {
-		return fmt.Errorf("http.listen %s: %w", p.cfg.HTTP.Listen, err)
-	}
-	httpCtx, stopHTTP := context.WithCancel(context.WithoutCancel(ctx))
-	httpDone := make(chan struct{})
-	if srv != nil {
+	// The server stops last.
+	web := startstop.New(context.WithoutCancel(ctx))
+	defer web.Stop()
+	if listen := p.cfg.HTTP.Listen; listen != "off" && listen != "" {
+		srv, err := httpapi.Listen(ctx, listen, p.Handler())
+		if err != nil {
+			return fmt.Errorf("http.listen %s: %w", listen, err)
+		}
 		p.mu.Lock()
-		p.httpAddr = srv.ln.Addr().String()
+		p.httpAddr = srv.Addr()
 		p.mu.Unlock()
-		go func() {
-			defer close(httpDone)
-			if err := p.serveHTTP(httpCtx, srv); err != nil {
-				p.log.Error("http server stopped", "listen", p.cfg.HTTP.Listen, "err", err)
+		p.log.Info("http listening", "addr", srv.Addr())
+		web.Go(func(ctx context.Context) {
+			if err := srv.Run(ctx); err != nil {
+				p.log.Error("http server stopped", "listen", listen, "err", err)
 			}
-		}()
-	} else {
-		close(httpDone)
+		})
 	}
-	defer func() {
-		stopHTTP()
-		<-httpDone
-	}()
 
+	// Runners stop after the loops that start them, and gracefully: not with ctx.
+	p.work = startstop.New(context.WithoutCancel(ctx))
+	defer p.work.Stop()
 	if err := p.setup(ctx); err != nil {
 		p.close()
 		if ctx.Err() != nil {
@@ -161,17 +189,14 @@ func (p *Processor) Run(ctx context.Context) error {
 		return err
 	}
 	defer p.close()
-	runCtx, stopRunners := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopRunners()
 
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return p.reconcileLoop(gctx, runCtx) })
-	g.Go(func() error { return p.statusLoop(gctx) })
+	g.Go(func() error { return p.reconcileLoop(gctx) })
 	g.Go(func() error { return p.probeLoop(gctx) })
-	g.Go(func() error { return p.controlLoop(gctx) })
+	g.Go(func() error { return p.leader.Run(gctx) })
 	close(p.started)
 	p.log.Info("kreplay serving", "brokers", p.cfg.Kafka.Brokers, "http", p.HTTPAddr())
-	err = g.Wait()
+	err := g.Wait()
 	p.stopAllRunners()
 	if err != nil && !errors.Is(err, context.Canceled) {
 		return err
@@ -180,18 +205,35 @@ func (p *Processor) Run(ctx context.Context) error {
 	return nil
 }
 
+// check checks what the config says that needs no network: the Kafka client settings (TLS
+// files, SASL mechanism) and the embedded broker's address.
+func (p *Processor) check() error {
+	k := p.cfg.Kafka
+	if p.embeddedBroker() {
+		if _, _, err := embedded.HostPort(k.EmbeddedListen); err != nil {
+			return err
+		}
+	}
+	_, err := kafkaconn.Opts(k, k.Brokers, k.ClientID, nil)
+	return err
+}
+
+func (p *Processor) embeddedBroker() bool {
+	return len(p.cfg.Kafka.Brokers) == 1 && p.cfg.Kafka.Brokers[0] == "embedded"
+}
+
 func (p *Processor) setup(ctx context.Context) error {
 	cfg := p.cfg
-	if len(cfg.Kafka.Brokers) == 1 && cfg.Kafka.Brokers[0] == "embedded" {
-		e, err := StartEmbedded(cfg, p.log)
+	if p.embeddedBroker() {
+		b, err := embedded.Start(cfg, p.log)
 		if err != nil {
 			return err
 		}
-		p.embedded = e
-		cfg.Kafka.Brokers = e.Addrs
-		p.log.Info("embedded Kafka broker started (in memory: its data is lost at exit)", "addr", e.Addrs[0])
+		p.broker = b
+		cfg.Kafka.Brokers = b.Addrs
+		p.log.Info("embedded Kafka broker started (in memory: its data is lost at exit)", "addr", b.Addrs[0])
 	}
-	kopts, err := KafkaOpts(cfg.Kafka, cfg.Kafka.Brokers, cfg.Kafka.ClientID, slog.New(levelHandler{p.log.Handler(), slog.LevelWarn}))
+	kopts, err := kafkaconn.Opts(cfg.Kafka, cfg.Kafka.Brokers, cfg.Kafka.ClientID, kafkaconn.MinLevel(p.log, slog.LevelWarn))
 	if err != nil {
 		return err
 	}
@@ -218,20 +260,20 @@ func (p *Processor) setup(ctx context.Context) error {
 	}
 	p.health.postgres(true, nil)
 	p.log.Info("postgres ready: catalog up to date")
-	if err := p.waitFor(ctx, "kafka", p.ensureTopics, func(err error) bool { return !kafkaRefused(err) }); err != nil {
-		if kafkaRefused(err) {
+	if err := p.waitFor(ctx, "kafka", p.ensureTopics, func(err error) bool { return !kafkaconn.Refused(err) }); err != nil {
+		if kafkaconn.Refused(err) {
 			return fmt.Errorf("kafka refused kreplay's credentials or permissions (check kafka.sasl, kafka.tls and the ACLs): %w", err)
 		}
 		return fmt.Errorf("kafka: %w", err)
 	}
 	p.health.kafka(true, nil)
 	p.log.Info("kafka ready: control, status and dead-letter topics exist")
-	p.mgr = newManager(p)
-	names := make([]string, 0, len(cfg.Projections))
-	for _, pc := range cfg.Projections {
-		names = append(names, pc.Name)
-	}
-	p.metrics.initSeries(names)
+	p.mgr = lifecycle.New(lifecycle.Config{Config: cfg, Store: p.store, Kafka: p.adminCl, Log: p.log, Registry: p.reg})
+	p.leader = leader.New(leader.Config{
+		ControlTopic: cfg.Kafka.ControlTopic, StatusTopic: cfg.Kafka.StatusTopic, Secret: cfg.Control.Secret,
+		Instance: p.instance, StatusInterval: cfg.Control.StatusInterval,
+		ClientOpts: p.kafkaOpts(cfg.Kafka.ClientID + "-control"),
+	}, p.store, p.producer, p.mgr, p.log, p.reg)
 
 	var errs []error
 	for _, pc := range cfg.Projections {
@@ -247,7 +289,7 @@ func (p *Processor) setup(ctx context.Context) error {
 		return fmt.Errorf("config refused by PostgreSQL (no version was started):\n%w", err)
 	}
 	for _, pc := range cfg.Projections {
-		if err := p.mgr.bootstrap(ctx, pc.Name); err != nil {
+		if err := p.mgr.Bootstrap(ctx, pc.Name); err != nil {
 			return err
 		}
 	}
@@ -257,17 +299,11 @@ func (p *Processor) setup(ctx context.Context) error {
 // waitFor runs fn until it succeeds, logging while a dependency is unreachable; an error
 // retryable rejects (a wrong password, say) ends the wait at once.
 func (p *Processor) waitFor(ctx context.Context, what string, fn func(context.Context) error, retryable func(error) bool) error {
-	logged := time.Time{}
-	return retryUntil(ctx, func() error {
+	return retry.Policy{Retryable: retryable, Log: p.retries, What: "waiting for " + what + ": connect", Max: 5 * time.Second}.Do(ctx, func(ctx context.Context) error {
 		actx, cancel := context.WithTimeout(ctx, 8*time.Second)
 		defer cancel()
-		err := fn(actx)
-		if err != nil && retryable(err) && time.Since(logged) > 10*time.Second {
-			p.log.Warn("waiting for "+what, "err", err)
-			logged = time.Now()
-		}
-		return err
-	}, retryable)
+		return fn(actx)
+	})
 }
 
 func (p *Processor) close() {
@@ -280,163 +316,29 @@ func (p *Processor) close() {
 	if p.store != nil {
 		p.store.Close()
 	}
-	if p.embedded != nil {
-		p.embedded.Close()
+	if p.broker != nil {
+		p.broker.Close()
 	}
 }
 
-// projectionConfig is the operational settings (batch size, workers, idle timeout) of a
-// projection from the config file; a projection no longer in the file gets the defaults.
-func (p *Processor) projectionConfig(name string) topology.Projection {
-	if pc, ok := p.cfg.Projection(name); ok {
-		return *pc
-	}
-	pc := topology.Projection{Name: name}
-	c := topology.Config{Projections: []topology.Projection{pc}}
-	c.SetDefaults()
-	return c.Projections[0]
+// catalog is the retry policy of catalog writes that must not be lost: transient errors are
+// retried until ctx ends.
+func (p *Processor) catalog(what string) retry.Policy {
+	return retry.Policy{Retryable: store.IsTransient, Log: p.retries, What: what}
 }
 
-// reconcileLoop keeps this instance's runners in line with the catalog: a runner for every
-// running version, none for the others. It wakes on every catalog notification and every 5s.
-func (p *Processor) reconcileLoop(ctx, runCtx context.Context) error {
-	notes := make(chan struct{}, 1)
-	go p.listen(ctx, notes)
-	tick := time.NewTicker(5 * time.Second)
-	defer tick.Stop()
-	for {
-		if err := p.reconcile(runCtx); err != nil && ctx.Err() == nil {
-			p.log.Warn("reconcile with the catalog failed", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-notes:
-		case <-tick.C:
-		}
+// kafkaOpts are the options of one of this processor's clients, with its kprom metrics.
+func (p *Processor) kafkaOpts(clientID string) []kgo.Opt {
+	opts := append([]kgo.Opt(nil), p.kopts...)
+	opts = append(opts, kgo.ClientID(clientID))
+	if p.reg != nil {
+		opts = append(opts, kgo.WithHooks(kprom.NewMetrics("kreplay_kafka", kprom.Registry(p.reg), kprom.WithClientLabel())))
 	}
+	return opts
 }
 
-func (p *Processor) reconcile(runCtx context.Context) error {
-	versions, err := p.store.Versions(runCtx)
-	if err != nil {
-		return err
-	}
-	want := map[string]*store.Version{}
-	for _, v := range versions {
-		if v.State.Running() {
-			want[v.Key] = v
-		}
-	}
-	p.mu.Lock()
-	var stopping []*runner
-	for key, r := range p.runners {
-		if _, ok := want[key]; !ok {
-			stopping = append(stopping, r)
-			delete(p.runners, key)
-		}
-	}
-	for key, v := range want {
-		if r, ok := p.runners[key]; ok {
-			r.update(v)
-			continue
-		}
-		p.runners[key] = p.startRunner(runCtx, v)
-		p.log.Info("version running", "projection", v.Projection, "version", v.Key, "state", v.State)
-	}
-	p.mu.Unlock()
-	for _, r := range stopping {
-		p.bg.Go(func() {
-			r.stop()
-			r.log.Info("version stopped on this instance")
-		})
-	}
-	return nil
-}
-
-func (p *Processor) stopAllRunners() {
-	p.mu.Lock()
-	rs := p.runners
-	p.runners = map[string]*runner{}
-	p.mu.Unlock()
-	var wg sync.WaitGroup
-	for _, r := range rs {
-		wg.Go(r.stop)
-	}
-	wg.Wait()
-	p.bg.Wait()
-}
-
-// listen forwards catalog notifications (LISTEN kreplay_catalog) until ctx ends, reconnecting
-// after failures.
-func (p *Processor) listen(ctx context.Context, notes chan<- struct{}) {
-	for ctx.Err() == nil {
-		conn, err := p.store.Pool().Acquire(ctx)
-		if err == nil {
-			_, err = conn.Exec(ctx, "LISTEN "+store.NotifyChannel)
-			for err == nil {
-				_, err = conn.Conn().WaitForNotification(ctx)
-				if err == nil {
-					select {
-					case notes <- struct{}{}:
-					default:
-					}
-				}
-			}
-			conn.Hijack().Close(context.Background()) //nolint:errcheck // a listening connection is not returned to the pool
-		}
-		select {
-		case <-time.After(time.Second):
-		case <-ctx.Done():
-		}
-	}
-}
-
-// probeLoop checks PostgreSQL and Kafka every second for /readyz.
-func (p *Processor) probeLoop(ctx context.Context) error {
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-tick.C:
-		}
-		err := p.store.Ping(ctx)
-		if ctx.Err() == nil {
-			p.health.postgres(err == nil, err)
-		}
-		kctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		err = p.adminCl.Ping(kctx)
-		cancel()
-		if ctx.Err() == nil {
-			p.health.kafka(err == nil, err)
-		}
-	}
-}
-
-// levelHandler drops records below a level (franz-go logs its routine at info).
-type levelHandler struct {
-	slog.Handler
-	min slog.Level
-}
-
-func (h levelHandler) Enabled(ctx context.Context, l slog.Level) bool {
-	return l >= h.min && h.Handler.Enabled(ctx, l)
-}
-
-func (h levelHandler) WithAttrs(as []slog.Attr) slog.Handler {
-	return levelHandler{h.Handler.WithAttrs(as), h.min}
-}
-
-func (h levelHandler) WithGroup(name string) slog.Handler {
-	return levelHandler{h.Handler.WithGroup(name), h.min}
-}
-
-// kafkaRefused reports whether Kafka refused the client for who it is (authentication,
-// authorization), which waiting cannot fix.
-func kafkaRefused(err error) bool {
-	return errors.Is(err, kerr.SaslAuthenticationFailed) || errors.Is(err, kerr.ClusterAuthorizationFailed) ||
-		errors.Is(err, kerr.TopicAuthorizationFailed) || errors.Is(err, kerr.GroupAuthorizationFailed) ||
-		errors.Is(err, kerr.IllegalSaslState) || errors.Is(err, kerr.UnsupportedSaslMechanism)
+// instanceName names this instance in outcomes and logs (host:pid).
+func instanceName() string {
+	h, _ := os.Hostname()
+	return fmt.Sprintf("%s:%d", h, os.Getpid())
 }

@@ -12,19 +12,20 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/kreplay/kreplay/processor"
-	"github.com/kreplay/kreplay/processor/kafkatest"
+	"github.com/kreplay/kreplay/internal/bankgen"
+	"github.com/kreplay/kreplay/processor/control"
+	"github.com/kreplay/kreplay/processor/lifecycle"
 	"github.com/kreplay/kreplay/store"
 )
 
 // promotable starts a bank projection with v1 live and v2 (with an events column) tailing.
-func promotable(t *testing.T, events int) (*bundle, *running, *kafkatest.Bank) {
+func promotable(t *testing.T, events int) (*bundle, *running, *bankgen.Bank) {
 	t.Helper()
 	const topic = bankTopic
 	b, r, bank := liveBank(t, 4, 100, 51, events)
 	require.NoError(t, r.stop())
-	r = b.start(b.config(kafkatest.BankConfig(topic, 4, "global", true)))
-	_, err := r.p.Manager().Create(context.Background(), processor.CreateRequest{Key: "balances_v2", Projection: "balances", Start: true})
+	r = b.start(b.config(bankgen.Config(topic, 4, "global", true)))
+	_, err := r.p.Manager().Create(context.Background(), lifecycle.CreateRequest{Key: "balances_v2", Projection: "balances", Start: true})
 	require.NoError(t, err)
 	eventually(t, 30*time.Second, func() bool { return b.state("balances_v2") == store.StateTailing }, "v2 did not reach tailing")
 	return b, r, bank
@@ -62,12 +63,12 @@ func TestALongReaderMakesPromoteRetryWithoutBlockingOthers(t *testing.T) {
 		}
 	})
 	type result struct {
-		rep *processor.SwapReport
+		rep *control.SwapReport
 		err error
 	}
 	promoted := make(chan result, 1)
 	go func() {
-		rep, err := r.p.Manager().Promote(ctx, "balances_v2", processor.PromoteOptions{Wait: processor.Duration(30 * time.Second), MaxLag: 1 << 30})
+		rep, err := r.p.Manager().Promote(ctx, "balances_v2", control.PromoteOptions{Wait: control.Duration(30 * time.Second), MaxLag: 1 << 30})
 		promoted <- result{rep, err}
 	}()
 	time.Sleep(1500 * time.Millisecond) // the long reader keeps its transaction open
@@ -96,7 +97,7 @@ func TestPromoteAndRollbackSwitchShapesAndKeepGrants(t *testing.T) {
 	t.Parallel()
 	const topic = "bank.accounts"
 	b := setup(t, map[string]int32{topic: 4})
-	bank := kafkatest.NewBank(topic, 4, 100, 61)
+	bank := bankgen.New(topic, 4, 100, 61)
 	b.kafka.Produce(bank.Events(3000)...)
 	var suffix [4]byte
 	_, _ = rand.Read(suffix[:])
@@ -109,7 +110,7 @@ func TestPromoteAndRollbackSwitchShapesAndKeepGrants(t *testing.T) {
 			_, _ = b.db.Exec(context.Background(), "DROP ROLE "+role)
 		})
 	}
-	cfg := b.config(kafkatest.BankConfig(topic, 4, "global", false))
+	cfg := b.config(bankgen.Config(topic, 4, "global", false))
 	cfg.Postgres.ReaderRole = reader
 	r := b.start(cfg)
 	eventually(t, 30*time.Second, func() bool { return b.caughtUp("balances_v1", topic) }, "v1 did not catch up")
@@ -117,12 +118,12 @@ func TestPromoteAndRollbackSwitchShapesAndKeepGrants(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, r.stop())
 
-	cfg = b.config(kafkatest.BankConfig(topic, 4, "global", true))
+	cfg = b.config(bankgen.Config(topic, 4, "global", true))
 	cfg.Postgres.ReaderRole = reader
 	r = b.start(cfg)
 	m := r.p.Manager()
 	ctx := context.Background()
-	_, err = m.Create(ctx, processor.CreateRequest{Key: "balances_v2", Projection: "balances", Start: true})
+	_, err = m.Create(ctx, lifecycle.CreateRequest{Key: "balances_v2", Projection: "balances", Start: true})
 	require.NoError(t, err)
 	eventually(t, 30*time.Second, func() bool { return b.state("balances_v2") == store.StateTailing }, "v2 did not reach tailing")
 
@@ -132,7 +133,7 @@ func TestPromoteAndRollbackSwitchShapesAndKeepGrants(t *testing.T) {
 	}
 	require.False(t, hasEvents())
 
-	rep, err := m.Promote(ctx, "balances_v2", processor.PromoteOptions{Wait: processor.Duration(30 * time.Second)})
+	rep, err := m.Promote(ctx, "balances_v2", control.PromoteOptions{Wait: control.Duration(30 * time.Second)})
 	require.NoError(t, err)
 	require.Equal(t, "balances_v1", rep.From)
 	require.True(t, hasEvents(), "the view has v2's shape")
@@ -178,14 +179,14 @@ func TestVerifyComparesAtTheSameOffsets(t *testing.T) {
 	t.Parallel()
 	const topic = "bank.accounts"
 	b := setup(t, map[string]int32{topic: 4})
-	bank := kafkatest.NewBank(topic, 4, 100, 71)
+	bank := bankgen.New(topic, 4, 100, 71)
 	b.kafka.Produce(bank.Events(4000)...)
-	good := kafkatest.BankConfig(topic, 4, "global", false)
+	good := bankgen.Config(topic, 4, "global", false)
 	r := b.start(b.config(good))
 	m := r.p.Manager()
 	ctx := context.Background()
 	eventually(t, 30*time.Second, func() bool { return b.caughtUp("balances_v1", topic) }, "v1 did not catch up")
-	_, err := m.Create(ctx, processor.CreateRequest{Key: "same_v2", Projection: "balances", Start: true})
+	_, err := m.Create(ctx, lifecycle.CreateRequest{Key: "same_v2", Projection: "balances", Start: true})
 	require.NoError(t, err)
 	require.NoError(t, r.stop())
 
@@ -194,7 +195,7 @@ func TestVerifyComparesAtTheSameOffsets(t *testing.T) {
 	require.NotEqual(t, good, buggy)
 	r = b.start(b.config(buggy))
 	m = r.p.Manager()
-	_, err = m.Create(ctx, processor.CreateRequest{Key: "buggy_v3", Projection: "balances", Start: true})
+	_, err = m.Create(ctx, lifecycle.CreateRequest{Key: "buggy_v3", Projection: "balances", Start: true})
 	require.NoError(t, err)
 	for _, key := range []string{"same_v2", "buggy_v3"} {
 		eventually(t, 30*time.Second, func() bool { return b.state(key) == store.StateTailing }, "%s did not reach tailing", key)
@@ -222,10 +223,10 @@ func TestVerifyComparesAtTheSameOffsets(t *testing.T) {
 	require.False(t, rep.Passed)
 	require.Equal(t, []string{"check SELECT coalesce(sum(total), 0) FROM balances", "checksum balances"}, rep.Differs)
 
-	_, err = m.Promote(ctx, "buggy_v3", processor.PromoteOptions{Verified: true, Wait: processor.Duration(10 * time.Second)})
-	require.ErrorIs(t, err, processor.ErrInvalid)
+	_, err = m.Promote(ctx, "buggy_v3", control.PromoteOptions{Verified: true, Wait: control.Duration(10 * time.Second)})
+	require.ErrorIs(t, err, control.ErrInvalid)
 	require.ErrorContains(t, err, "found differences")
-	_, err = m.Promote(ctx, "same_v2", processor.PromoteOptions{Verified: true, Wait: processor.Duration(10 * time.Second)})
+	_, err = m.Promote(ctx, "same_v2", control.PromoteOptions{Verified: true, Wait: control.Duration(10 * time.Second)})
 	require.NoError(t, err)
 	require.Equal(t, int64(0), b.scalar("SELECT count(*) FROM kreplay.versions WHERE hold IS NOT NULL"), "verify released its holds")
 	eventually(t, 30*time.Second, func() bool { return b.caughtUp("balances_v1", topic) && b.caughtUp("same_v2", topic) }, "held versions did not resume")
@@ -239,14 +240,14 @@ func TestRemove(t *testing.T) {
 	m := r.p.Manager()
 	ctx := context.Background()
 	_, err := m.Remove(ctx, "balances_v1")
-	require.ErrorIs(t, err, processor.ErrInvalid)
+	require.ErrorIs(t, err, control.ErrInvalid)
 	require.ErrorContains(t, err, "live version")
-	_, err = m.Promote(ctx, "balances_v2", processor.PromoteOptions{Wait: processor.Duration(30 * time.Second)})
+	_, err = m.Promote(ctx, "balances_v2", control.PromoteOptions{Wait: control.Duration(30 * time.Second)})
 	require.NoError(t, err)
-	_, err = m.Create(ctx, processor.CreateRequest{Key: "balances_v3", Projection: "balances", Start: true})
+	_, err = m.Create(ctx, lifecycle.CreateRequest{Key: "balances_v3", Projection: "balances", Start: true})
 	require.NoError(t, err)
 	for _, key := range []string{"balances_v1", "balances_v3"} { // retired, shadow
-		group := processor.GroupName("balances", key)
+		group := groupName("balances", key)
 		eventually(t, 20*time.Second, func() bool { return len(b.kafka.Committed(group, "bank.accounts")) > 0 }, "%s never committed", key)
 		_, err := m.Remove(ctx, key)
 		require.NoError(t, err, key)
@@ -271,14 +272,14 @@ func TestAutoPromote(t *testing.T) {
 	t.Parallel()
 	const topic = "bank.accounts"
 	b := setup(t, map[string]int32{topic: 4})
-	bank := kafkatest.NewBank(topic, 4, 100, 81)
+	bank := bankgen.New(topic, 4, 100, 81)
 	b.kafka.Produce(bank.Events(3000)...)
-	good := kafkatest.BankConfig(topic, 4, "global", false)
+	good := bankgen.Config(topic, 4, "global", false)
 	r := b.start(b.config(good))
 	eventually(t, 30*time.Second, func() bool { return b.caughtUp("balances_v1", topic) }, "v1 did not catch up")
 	m := r.p.Manager()
 	ctx := context.Background()
-	_, err := m.Create(ctx, processor.CreateRequest{Key: "balances_v2", Projection: "balances", Start: true, AutoPromote: true})
+	_, err := m.Create(ctx, lifecycle.CreateRequest{Key: "balances_v2", Projection: "balances", Start: true, AutoPromote: true})
 	require.NoError(t, err)
 	eventually(t, 60*time.Second, func() bool { return b.state("balances_v2") == store.StateLive }, "balances_v2 was not promoted by itself")
 	require.Equal(t, store.StateRetired, b.state("balances_v1"))
@@ -291,7 +292,7 @@ func TestAutoPromote(t *testing.T) {
 
 	buggy := strings.Replace(good, "-(@data->>'amount')::bigint", "(@data->>'amount')::bigint", 1)
 	r = b.start(b.config(buggy))
-	_, err = r.p.Manager().Create(ctx, processor.CreateRequest{Key: "balances_v3", Projection: "balances", Start: true, AutoPromote: true})
+	_, err = r.p.Manager().Create(ctx, lifecycle.CreateRequest{Key: "balances_v3", Projection: "balances", Start: true, AutoPromote: true})
 	require.NoError(t, err)
 	eventually(t, 60*time.Second, func() bool {
 		return b.scalar("SELECT count(*) FROM kreplay.verifications WHERE version = 'balances_v3' AND NOT passed") == 1

@@ -7,7 +7,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/kreplay/kreplay/processor"
+	"github.com/kreplay/kreplay/processor/control"
+	"github.com/kreplay/kreplay/processor/lifecycle"
 	"github.com/kreplay/kreplay/store"
 )
 
@@ -19,13 +20,13 @@ func TestPromoteAndRollbackSayWhatTheyDidAndWhy(t *testing.T) {
 	t.Parallel()
 	b, r, bank := liveBank(t, 2, 20, 11, 300)
 	m, ctx := r.p.Manager(), context.Background()
-	_, err := m.Create(ctx, processor.CreateRequest{Key: "balances_v2", Projection: "balances", Start: true})
+	_, err := m.Create(ctx, lifecycle.CreateRequest{Key: "balances_v2", Projection: "balances", Start: true})
 	require.NoError(t, err)
 	eventually(t, 30*time.Second, func() bool { return b.state("balances_v2") == store.StateTailing }, "v2 not tailing")
 
 	_, err = m.Pause(ctx, "balances_v1")
 	require.NoError(t, err)
-	rep, err := m.Promote(ctx, "balances_v2", processor.PromoteOptions{})
+	rep, err := m.Promote(ctx, "balances_v2", control.PromoteOptions{})
 	require.NoError(t, err)
 	require.Equal(t, "balances_v1", rep.From)
 	require.Equal(t, "paused", rep.PreviousState)
@@ -36,13 +37,13 @@ func TestPromoteAndRollbackSayWhatTheyDidAndWhy(t *testing.T) {
 
 	// A replay that has not caught up (held here: its checkpoint rows are locked, so it cannot
 	// claim them) cannot be promoted; the refusal says how to wait for it.
-	_, err = m.Create(ctx, processor.CreateRequest{Key: "balances_v3", Projection: "balances", Start: true})
+	_, err = m.Create(ctx, lifecycle.CreateRequest{Key: "balances_v3", Projection: "balances", Start: true})
 	require.NoError(t, err)
 	tx, err := b.db.Begin(ctx)
 	require.NoError(t, err)
 	_, err = tx.Exec(ctx, "SELECT * FROM kreplay.checkpoints WHERE version = 'balances_v3' FOR UPDATE")
 	require.NoError(t, err)
-	_, err = m.Promote(ctx, "balances_v3", processor.PromoteOptions{})
+	_, err = m.Promote(ctx, "balances_v3", control.PromoteOptions{})
 	require.EqualError(t, err, "cannot promote balances_v3: it is replaying (allowed from: tailing, retired); it is tailing once it has caught up (pass --wait to wait for it)")
 	require.NoError(t, tx.Rollback(ctx))
 

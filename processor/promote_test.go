@@ -13,8 +13,10 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/kreplay/kreplay/processor"
+	"github.com/kreplay/kreplay/internal/bankgen"
+	"github.com/kreplay/kreplay/processor/control"
 	"github.com/kreplay/kreplay/processor/kafkatest"
+	"github.com/kreplay/kreplay/processor/lifecycle"
 	"github.com/kreplay/kreplay/store"
 )
 
@@ -67,7 +69,7 @@ func (l *ledger) produce(n int) {
 	recs := make([]*kgo.Record, n)
 	for i := range recs {
 		l.next++
-		recs[i] = kafkatest.Record("ledger", 0, kafkatest.Event{ID: fmt.Sprint(l.next), Type: "MoneyDeposited",
+		recs[i] = bankgen.Record("ledger", 0, bankgen.Event{ID: fmt.Sprint(l.next), Type: "MoneyDeposited",
 			AggregateID: fmt.Sprintf("a%03d", l.next%97), Version: l.next, CreatedAt: time.Unix(1767225600, 0).Add(time.Duration(l.next) * time.Millisecond),
 			Data: map[string]int64{"amount": l.next}})
 	}
@@ -163,7 +165,7 @@ func TestPromotionAndRollbackAreInvisibleToReaders(t *testing.T) {
 	r = b.start(b.config(ledgerConfig(true)))
 	m := r.p.Manager()
 	ctx := context.Background()
-	_, err := m.Create(ctx, processor.CreateRequest{Key: "ledger_v2", Projection: "ledger", Start: true})
+	_, err := m.Create(ctx, lifecycle.CreateRequest{Key: "ledger_v2", Projection: "ledger", Start: true})
 	require.NoError(t, err)
 	eventually(t, 30*time.Second, func() bool { return b.state("ledger_v2") == store.StateTailing }, "v2 did not reach tailing")
 
@@ -187,7 +189,7 @@ func TestPromotionAndRollbackAreInvisibleToReaders(t *testing.T) {
 	}()
 
 	time.Sleep(200 * time.Millisecond)
-	rep, err := m.Promote(ctx, "ledger_v2", processor.PromoteOptions{Wait: processor.Duration(30 * time.Second), MaxLag: 1000})
+	rep, err := m.Promote(ctx, "ledger_v2", control.PromoteOptions{Wait: control.Duration(30 * time.Second), MaxLag: 1000})
 	require.NoError(t, err)
 	require.Equal(t, "ledger_v1", rep.From)
 	swaps := []float64{rep.SwapDurationMS}

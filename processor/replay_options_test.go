@@ -13,8 +13,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/kreplay/kreplay/internal/bankgen"
 	"github.com/kreplay/kreplay/processor"
-	"github.com/kreplay/kreplay/processor/kafkatest"
+	"github.com/kreplay/kreplay/processor/control"
+	"github.com/kreplay/kreplay/processor/lifecycle"
 	"github.com/kreplay/kreplay/store"
 )
 
@@ -34,12 +36,12 @@ projections:
 `
 
 // expectBalances recomputes balances from records, keeping those keep accepts.
-func expectBalances(t *testing.T, recs []*kgo.Record, keep func(*kgo.Record, kafkatest.Event) bool) map[string]int64 {
+func expectBalances(t *testing.T, recs []*kgo.Record, keep func(*kgo.Record, bankgen.Event) bool) map[string]int64 {
 	t.Helper()
 	out := map[string]int64{}
 	for _, r := range recs {
 		var ev struct {
-			kafkatest.Event
+			bankgen.Event
 			Data struct {
 				Amount int64 `json:"amount"`
 			} `json:"data"`
@@ -63,8 +65,8 @@ func expectBalances(t *testing.T, recs []*kgo.Record, keep func(*kgo.Record, kaf
 func TestReplayFilters(t *testing.T) {
 	t.Parallel()
 	b := setup(t, map[string]int32{"bank.accounts": 4, "bank.cards": 2})
-	accounts := kafkatest.NewBank("bank.accounts", 4, 100, 21)
-	cards := kafkatest.NewBank("bank.cards", 2, 30, 22)
+	accounts := bankgen.New("bank.accounts", 4, 100, 21)
+	cards := bankgen.New("bank.cards", 2, 30, 22)
 	cards.Start = accounts.Start.Add(500 * time.Millisecond) // interleaved in time
 	recs := append(accounts.Events(6000), cards.Events(2000)...)
 	b.kafka.Produce(recs...)
@@ -73,7 +75,7 @@ func TestReplayFilters(t *testing.T) {
 	ctx := context.Background()
 
 	since := accounts.Start.Add(3000 * time.Millisecond)
-	for _, req := range []processor.CreateRequest{
+	for _, req := range []lifecycle.CreateRequest{
 		{Key: "since_v", Projection: "balances", Since: &since, Start: true},
 		{Key: "cards_v", Projection: "balances", Topics: []string{"bank.cards"}, Start: true},
 		{Key: "deposits_v", Projection: "balances", EventTypes: []string{"MoneyDeposited"}, Start: true},
@@ -86,28 +88,28 @@ func TestReplayFilters(t *testing.T) {
 	}
 	eventually(t, 30*time.Second, func() bool { return b.caughtUp("cards_v", "bank.cards") }, "cards_v did not catch up")
 
-	all := func(*kgo.Record, kafkatest.Event) bool { return true }
+	all := func(*kgo.Record, bankgen.Event) bool { return true }
 	require.Equal(t, expectBalances(t, recs, all), b.balances("public"))
-	require.Equal(t, expectBalances(t, recs, func(r *kgo.Record, _ kafkatest.Event) bool { return !r.Timestamp.Before(since) }), b.balances("since_v"))
-	require.Equal(t, expectBalances(t, recs, func(r *kgo.Record, _ kafkatest.Event) bool { return r.Topic == "bank.cards" }), b.balances("cards_v"))
-	require.Equal(t, expectBalances(t, recs, func(_ *kgo.Record, e kafkatest.Event) bool { return e.Type == "MoneyDeposited" }), b.balances("deposits_v"))
+	require.Equal(t, expectBalances(t, recs, func(r *kgo.Record, _ bankgen.Event) bool { return !r.Timestamp.Before(since) }), b.balances("since_v"))
+	require.Equal(t, expectBalances(t, recs, func(r *kgo.Record, _ bankgen.Event) bool { return r.Topic == "bank.cards" }), b.balances("cards_v"))
+	require.Equal(t, expectBalances(t, recs, func(_ *kgo.Record, e bankgen.Event) bool { return e.Type == "MoneyDeposited" }), b.balances("deposits_v"))
 	require.Equal(t, int64(0), b.scalar("SELECT count(*) FROM kreplay.checkpoints WHERE version = 'cards_v' AND topic = 'bank.accounts'"))
 	require.Equal(t, int64(len(recs)), b.scalar("SELECT sum(applied_events) FROM kreplay.checkpoints WHERE version = 'deposits_v'"),
 		"every event advances the checkpoint, applied or filtered")
 
 	// Bad options are refused, naming the problem, and change nothing.
 	for _, tc := range []struct {
-		req  processor.CreateRequest
+		req  lifecycle.CreateRequest
 		want string
 	}{
-		{processor.CreateRequest{Key: "x1", Projection: "nope"}, `unknown projection "nope"`},
-		{processor.CreateRequest{Key: "x2", Projection: "balances", Topics: []string{"bank.loans"}}, `topic "bank.loans" is not a source`},
-		{processor.CreateRequest{Key: "x3", Projection: "balances", EventTypes: []string{"CardLost"}}, `event type "CardLost" has no handler`},
-		{processor.CreateRequest{Key: "Bad-Key", Projection: "balances"}, `"Bad-Key"`},
-		{processor.CreateRequest{Key: "balances_v1", Projection: "balances"}, "already used"},
+		{lifecycle.CreateRequest{Key: "x1", Projection: "nope"}, `unknown projection "nope"`},
+		{lifecycle.CreateRequest{Key: "x2", Projection: "balances", Topics: []string{"bank.loans"}}, `topic "bank.loans" is not a source`},
+		{lifecycle.CreateRequest{Key: "x3", Projection: "balances", EventTypes: []string{"CardLost"}}, `event type "CardLost" has no handler`},
+		{lifecycle.CreateRequest{Key: "Bad-Key", Projection: "balances"}, `"Bad-Key"`},
+		{lifecycle.CreateRequest{Key: "balances_v1", Projection: "balances"}, "already used"},
 	} {
 		_, err := m.Create(ctx, tc.req)
-		require.ErrorIs(t, err, processor.ErrInvalid, tc.req.Key)
+		require.ErrorIs(t, err, control.ErrInvalid, tc.req.Key)
 		require.ErrorContains(t, err, tc.want)
 	}
 	require.Equal(t, int64(4), b.scalar("SELECT count(*) FROM kreplay.versions"))
@@ -121,7 +123,7 @@ func TestReplayOrderEqualsLiveOrder(t *testing.T) {
 	events := tiedLog(t, b.kafka, 800)
 	r := b.start(b.config(fmt.Sprintf(logConfig, "global")))
 	eventually(t, 30*time.Second, func() bool { return len(b.logOrder("public")) == len(events) }, "v1 did not apply the log")
-	_, err := r.p.Manager().Create(context.Background(), processor.CreateRequest{Key: "merged_v2", Projection: "merged", Start: true})
+	_, err := r.p.Manager().Create(context.Background(), lifecycle.CreateRequest{Key: "merged_v2", Projection: "merged", Start: true})
 	require.NoError(t, err)
 	eventually(t, 30*time.Second, func() bool { return len(b.logOrder("merged_v2")) == len(events) }, "v2 did not apply the log")
 	require.Equal(t, b.logOrder("merged_v1"), b.logOrder("merged_v2"))
@@ -134,9 +136,9 @@ func TestReplayResumesAfterAnAbruptStop(t *testing.T) {
 	t.Parallel()
 	const topic = "bank.accounts"
 	b := setup(t, map[string]int32{topic: 8})
-	bank := kafkatest.NewBank(topic, 8, 300, 31)
+	bank := bankgen.New(topic, 8, 300, 31)
 	b.kafka.Produce(bank.Events(20000)...)
-	cfg := b.config(kafkatest.BankConfig(topic, 8, "global", true))
+	cfg := b.config(bankgen.Config(topic, 8, "global", true))
 	cfg.Projections[0].BatchSize = 100
 	r := b.start(cfg)
 	eventually(t, 60*time.Second, func() bool { return b.caughtUp("balances_v1", topic) }, "v1 did not catch up")
@@ -149,7 +151,7 @@ func TestReplayResumesAfterAnAbruptStop(t *testing.T) {
 		go func() { done <- p.Run(ctx) }()
 		<-p.Started()
 		if i == 0 {
-			_, err := p.Manager().Create(ctx, processor.CreateRequest{Key: "balances_v2", Projection: "balances", Start: true})
+			_, err := p.Manager().Create(ctx, lifecycle.CreateRequest{Key: "balances_v2", Projection: "balances", Start: true})
 			require.NoError(t, err)
 		}
 		applied := func() int64 {
@@ -183,13 +185,13 @@ func TestTruncatedHistoryIsRefused(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, resp.Error())
 	m := r.p.Manager()
-	_, err = m.Create(context.Background(), processor.CreateRequest{Key: "balances_v2", Projection: "balances", Start: true})
-	require.ErrorIs(t, err, processor.ErrInvalid)
+	_, err = m.Create(context.Background(), lifecycle.CreateRequest{Key: "balances_v2", Projection: "balances", Start: true})
+	require.ErrorIs(t, err, control.ErrInvalid)
 	require.ErrorContains(t, err, "bank.accounts[1] starts at offset 50")
 	require.ErrorContains(t, err, "--allow-truncated-history")
 	require.Equal(t, int64(0), b.scalar("SELECT count(*) FROM kreplay.versions WHERE key = 'balances_v2'"), "nothing was created")
 
-	_, err = m.Create(context.Background(), processor.CreateRequest{Key: "balances_v3", Projection: "balances", Start: true, AllowTruncatedHistory: true})
+	_, err = m.Create(context.Background(), lifecycle.CreateRequest{Key: "balances_v3", Projection: "balances", Start: true, AllowTruncatedHistory: true})
 	require.NoError(t, err)
 	eventually(t, 30*time.Second, func() bool { return b.caughtUp("balances_v3", topic) }, "v3 did not catch up")
 	require.Equal(t, int64(350), b.scalar("SELECT sum(applied_events) FROM kreplay.checkpoints WHERE version = 'balances_v3'"))

@@ -9,8 +9,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/kreplay/kreplay/processor"
-	"github.com/kreplay/kreplay/processor/kafkatest"
+	"github.com/kreplay/kreplay/internal/bankgen"
+	"github.com/kreplay/kreplay/processor/lifecycle"
 	"github.com/kreplay/kreplay/store"
 	"github.com/kreplay/kreplay/store/storetest"
 )
@@ -37,15 +37,15 @@ func TestReplayOfAChangedDefinitionWhileEventsArrive(t *testing.T) {
 	t.Parallel()
 	const topic = "bank.accounts"
 	b := setup(t, map[string]int32{topic: 8})
-	bank := kafkatest.NewBank(topic, 8, 400, 11)
+	bank := bankgen.New(topic, 8, 400, 11)
 	b.kafka.Produce(bank.Events(20000)...)
 
-	v1 := b.start(b.config(kafkatest.BankConfig(topic, 8, "global", false)))
+	v1 := b.start(b.config(bankgen.Config(topic, 8, "global", false)))
 	eventually(t, 60*time.Second, func() bool { return b.caughtUp("balances_v1", topic) }, "v1 did not catch up")
 	require.NoError(t, v1.stop())
 
 	// The config now has the new definition: v1 keeps its snapshot (drift), v2 replays it.
-	cfg := b.config(kafkatest.BankConfig(topic, 8, "global", true))
+	cfg := b.config(bankgen.Config(topic, 8, "global", true))
 	cfg.Projections[0].BatchSize = 250 // a slower replay, to watch it
 	r := b.start(cfg)
 	m := r.p.Manager()
@@ -62,7 +62,7 @@ func TestReplayOfAChangedDefinitionWhileEventsArrive(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}()
-	v, err := m.Create(context.Background(), processor.CreateRequest{Key: "balances_v2", Projection: "balances", Start: true})
+	v, err := m.Create(context.Background(), lifecycle.CreateRequest{Key: "balances_v2", Projection: "balances", Start: true})
 	require.NoError(t, err)
 	require.Equal(t, store.StateReplaying, v.State)
 
@@ -120,7 +120,7 @@ func TestReplayOfAChangedDefinitionWhileEventsArrive(t *testing.T) {
 
 	// Status lag equals the lag kadm computes from the group's committed offsets: pause v2 (it
 	// stops and commits), produce, and compare.
-	group := processor.GroupName("balances", "balances_v2")
+	group := groupName("balances", "balances_v2")
 	_, err = m.Pause(context.Background(), "balances_v2")
 	require.NoError(t, err)
 	eventually(t, 20*time.Second, func() bool {

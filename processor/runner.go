@@ -11,13 +11,11 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/kreplay/kreplay/internal/startstop"
+	"github.com/kreplay/kreplay/processor/lifecycle"
 	"github.com/kreplay/kreplay/store"
 	"github.com/kreplay/kreplay/topology"
 )
-
-// GroupName is the Kafka consumer group of a version: standard lag tools show every version's
-// progress under it.
-func GroupName(projection, key string) string { return "kreplay." + projection + "." + key }
 
 // runner is this instance's member of one running version's consumer group. Kafka decides which
 // partitions it gets (all of them for ordering: global, see soleOwnerBalancer); each assignment
@@ -34,22 +32,23 @@ type runner struct {
 	sess     *session
 	cl       *kgo.Client
 	wakePoll context.CancelFunc // ends the poll in progress (see consume)
-	clReady  chan struct{}      // closed once cl is set: kgo may assign partitions before NewClient returns
+	clReady  chan struct{}      // closed once cl is set: kgo may assign partitions before kgo.NewClient returns
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	done   chan struct{}
+	g   *startstop.Group // the runner's goroutine (see run)
+	ctx context.Context  // g's
 }
 
-func (p *Processor) startRunner(ctx context.Context, v *store.Version) *runner {
-	ctx, cancel := context.WithCancel(ctx)
+// startRunner starts this instance's member of a running version's group, under the
+// processor's work group.
+func (p *Processor) startRunner(v *store.Version) *runner {
 	r := &runner{
-		p: p, key: v.Key, group: GroupName(v.Projection, v.Key), v: v,
+		p: p, key: v.Key, group: p.cfg.GroupName(v.Projection, v.Key), v: v,
 		log: p.log.With("projection", v.Projection, "version", v.Key),
 		m:   p.metrics.version(v.Projection, v.Key, v.Definition.OnError),
-		ctx: ctx, cancel: cancel, done: make(chan struct{}),
+		g:   startstop.New(p.work.Context()),
 	}
-	go r.run()
+	r.ctx = r.g.Context()
+	r.g.Go(func(context.Context) { r.run() })
 	return r
 }
 
@@ -86,13 +85,11 @@ func (r *runner) observeState(s store.State) {
 
 // stop shuts the runner down: the batch in flight finishes, offsets are committed, the member
 // leaves the group.
-func (r *runner) stop() {
-	r.cancel()
-	<-r.done
-}
+func (r *runner) stop() { r.g.Stop() }
 
+// run runs memberships of the group (consume) one after the other until the runner stops,
+// backing off after a membership that ended with an error.
 func (r *runner) run() {
-	defer close(r.done)
 	backoff := time.Second
 	for r.ctx.Err() == nil {
 		began := time.Now()
@@ -164,7 +161,7 @@ func (r *runner) consume() (restart bool, err error) {
 	for {
 		// A session that stops itself wakes the poll (a quiet topic would block it for good), so
 		// that the member acts on the reason at once. wakePoll is set before the check, and
-		// stopItself closes selfStop before it wakes: no stop goes unnoticed. A poll lasts
+		// stopItself records its cause before it wakes: no stop goes unnoticed. A poll lasts
 		// orphanCheckEvery at most, so that the member watches for partitions nobody consumes.
 		sess := r.session()
 		pollCtx, wake := context.WithTimeout(r.ctx, orphanCheckEvery)
@@ -283,13 +280,10 @@ func sessionOver(sess *session) (over, restart bool, err error) {
 	if sess == nil {
 		return false, false, nil
 	}
-	select {
-	case <-sess.selfStop:
-	default:
-		return false, false, nil
-	}
-	reason := sess.reason.Load().(error)
+	reason := sess.stoppedItself()
 	switch {
+	case reason == nil:
+		return false, false, nil
 	case errors.Is(reason, errSessionOver):
 		return true, true, nil
 	case errors.Is(reason, errVersionFailed):
@@ -326,7 +320,7 @@ func (r *runner) session() *session {
 // PostgreSQL for this generation and starts consuming at the checkpoints (the truth), whatever
 // offsets the group had committed.
 func (r *runner) adjust(ctx context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
-	// The group may assign partitions while NewClient is still returning (seen under load).
+	// The group may assign partitions while kgo.NewClient is still returning (seen under load).
 	r.mu.Lock()
 	ready := r.clReady
 	r.mu.Unlock()
@@ -366,7 +360,7 @@ func (r *runner) adjust(ctx context.Context, offsets map[string]map[int32]kgo.Of
 	}
 	// Only the assigned topics: a source topic deleted from Kafka is not assigned, and must not
 	// keep the member from consuming the others.
-	ends, starts, err := r.p.partitionBounds(ctx, topics)
+	ends, starts, err := lifecycle.Bounds(ctx, r.p.admin, topics)
 	if err != nil {
 		return nil, fmt.Errorf("list offsets of %s: %w", r.key, err)
 	}

@@ -9,8 +9,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/kreplay/kreplay/processor"
-	"github.com/kreplay/kreplay/processor/kafkatest"
+	"github.com/kreplay/kreplay/internal/bankgen"
+	"github.com/kreplay/kreplay/processor/control"
 )
 
 // A command's outcome is published after the statuses it changed: an operator who runs a command
@@ -21,14 +21,14 @@ func TestTheStatusTopicHasTheNewStateWhenTheOutcomeArrives(t *testing.T) {
 	t.Parallel()
 	const topic = "bank.accounts"
 	b := setup(t, map[string]int32{topic: 2})
-	bank := kafkatest.NewBank(topic, 2, 20, 7)
+	bank := bankgen.New(topic, 2, 20, 7)
 	b.kafka.Produce(bank.Events(200)...)
-	cfg := b.config(kafkatest.BankConfig(topic, 2, "global", false))
+	cfg := b.config(bankgen.Config(topic, 2, "global", false))
 	cfg.Control.StatusInterval = time.Hour // only commands make the statuses move
 	b.start(cfg)
 	eventually(t, 30*time.Second, func() bool { return b.caughtUp("balances_v1", topic) }, "v1 did not catch up")
 
-	cl, err := processor.NewClient(cfg, nil)
+	cl, err := control.NewClient(cfg, nil)
 	require.NoError(t, err)
 	defer cl.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -44,7 +44,7 @@ func TestTheStatusTopicHasTheNewStateWhenTheOutcomeArrives(t *testing.T) {
 	}
 	send := func(command, replay, options string) {
 		t.Helper()
-		cmd := processor.Command{ID: command + "-" + replay, Command: command, Replay: replay, Projection: "balances"}
+		cmd := control.Command{ID: command + "-" + replay, Command: command, Replay: replay, Projection: "balances"}
 		if options != "" {
 			cmd.Options = json.RawMessage(options)
 		}
@@ -62,7 +62,7 @@ func TestTheStatusTopicHasTheNewStateWhenTheOutcomeArrives(t *testing.T) {
 	send("remove", "balances_v2", "")
 	require.Equal(t, map[string]string{"balances_v1": "live"}, states(), "the removed version's record is cleared")
 
-	// The commands are keyed by replay key (DESIGN.md).
+	// The commands are keyed by replay key (docs/ARCHITECTURE.md).
 	rd, err := kgo.NewClient(kgo.SeedBrokers(b.kafka.Addrs...), kgo.ConsumeTopics(cfg.Kafka.ControlTopic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	require.NoError(t, err)
 	defer rd.Close()
@@ -80,16 +80,16 @@ func TestRemovedVersionsAreTombstonedOnceRecentlyRemoved(t *testing.T) {
 	t.Parallel()
 	const topic = "bank.accounts"
 	b := setup(t, map[string]int32{topic: 1})
-	cfg := b.config(kafkatest.BankConfig(topic, 1, "global", false))
+	cfg := b.config(bankgen.Config(topic, 1, "global", false))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	r := b.start(cfg)
-	cl, err := processor.NewClient(cfg, nil)
+	cl, err := control.NewClient(cfg, nil)
 	require.NoError(t, err)
 	defer cl.Close()
 	for _, key := range []string{"balances_v2", "balances_v3"} {
 		for _, c := range []string{"create", "remove"} {
-			o, err := cl.Send(ctx, processor.Command{ID: c + "-" + key, Command: c, Replay: key, Projection: "balances"})
+			o, err := cl.Send(ctx, control.Command{ID: c + "-" + key, Command: c, Replay: key, Projection: "balances"})
 			require.NoError(t, err)
 			require.True(t, o.OK, o.Error)
 		}

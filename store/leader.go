@@ -2,10 +2,11 @@ package store
 
 import (
 	"context"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/kreplay/kreplay/internal/startstop"
 )
 
 // leaderLockKey is the advisory lock held by the instance that executes control commands.
@@ -15,15 +16,13 @@ const leaderLockKey = 0x6b7265706c6c64 // "kreplld"
 type Leadership struct {
 	conn *pgx.Conn
 	lost chan struct{}
-	stop chan struct{}
-	once sync.Once
-	done chan struct{}
+	g    *startstop.Group
 }
 
 // TryLead tries to become the instance that executes control commands: a session advisory lock
 // on a connection of its own. It returns nil (and no error) when another instance leads. The
 // leadership is lost when that connection fails (checked every second); PostgreSQL releases the
-// lock when the session ends, so another instance takes over.
+// lock when the session ends, so another instance takes over. Release ends it.
 func (s *Store) TryLead(ctx context.Context) (*Leadership, error) {
 	cfg := s.connConfig()
 	cfg.RuntimeParams["application_name"] = s.cfg.ApplicationName + ":leader"
@@ -33,33 +32,33 @@ func (s *Store) TryLead(ctx context.Context) (*Leadership, error) {
 	}
 	var got bool
 	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", int64(leaderLockKey)).Scan(&got); err != nil || !got {
-		_ = conn.Close(ctx)
+		_ = conn.Close(context.WithoutCancel(ctx))
 		return nil, err
 	}
-	l := &Leadership{conn: conn, lost: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}
-	go l.watch()
+	l := &Leadership{conn: conn, lost: make(chan struct{}), g: startstop.New(context.WithoutCancel(ctx))}
+	l.g.Go(l.watch)
 	return l, nil
 }
 
-func (l *Leadership) watch() {
-	defer close(l.done)
+// watch pings the lock's connection every second until Release; it closes lost when a ping fails.
+func (l *Leadership) watch(ctx context.Context) {
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		_ = l.conn.Close(cctx) // ends the session: the lock is released
+		cancel()
+	}()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
 		select {
-		case <-l.stop:
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			_ = l.conn.Close(ctx) // ends the session: the lock is released
-			cancel()
+		case <-ctx.Done():
 			return
 		case <-tick.C:
-			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-			err := l.conn.Ping(ctx)
+			pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			err := l.conn.Ping(pctx)
 			cancel()
-			if err != nil {
+			if err != nil && ctx.Err() == nil {
 				close(l.lost)
-				_ = l.conn.Close(context.Background())
-				<-l.stop
 				return
 			}
 		}
@@ -69,8 +68,5 @@ func (l *Leadership) watch() {
 // Lost is closed when the leadership was lost (its connection failed).
 func (l *Leadership) Lost() <-chan struct{} { return l.lost }
 
-// Release gives the leadership up.
-func (l *Leadership) Release() {
-	l.once.Do(func() { close(l.stop) })
-	<-l.done
-}
+// Release gives the leadership up: the lock's connection is closed.
+func (l *Leadership) Release() { l.g.Stop() }

@@ -268,6 +268,14 @@ func TestAnInterruptedSwapLeavesOneVersionLive(t *testing.T) {
 	s, _ := open(t)
 	ctx := context.Background()
 	liveAndTailing(t, s)
+	// Budgets from 0 to twice what a whole promote and rollback take on this machine now, so that
+	// the swaps are cut at every point whatever the machine's load.
+	began := time.Now()
+	_, err := s.Swap(ctx, "accounts_v2", store.SwapPromote, []store.State{store.StateTailing})
+	require.NoError(t, err)
+	_, err = s.Swap(ctx, "accounts_v1", store.SwapRollback, []store.State{store.StateRetired})
+	require.NoError(t, err)
+	budget := max(time.Since(began), 10*time.Millisecond)
 	rnd := rand.New(rand.NewPCG(5, 6))
 	completed := 0
 	for range 60 {
@@ -280,7 +288,7 @@ func TestAnInterruptedSwapLeavesOneVersionLive(t *testing.T) {
 		if v.Live == "accounts_v1" && v.Previous == "accounts_v2" {
 			kind, from = store.SwapRollback, []store.State{store.StateRetired}
 		}
-		cctx, cancel := context.WithTimeout(ctx, time.Duration(rnd.IntN(40000))*time.Microsecond)
+		cctx, cancel := context.WithTimeout(ctx, time.Duration(rnd.Int64N(int64(budget))))
 		_, swapErr := s.Swap(cctx, next, kind, from)
 		cancel()
 		if swapErr == nil {

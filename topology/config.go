@@ -241,6 +241,12 @@ func setDuration(v *time.Duration, def time.Duration) {
 	}
 }
 
+// GroupName is the Kafka consumer group of a version: standard lag tools show every version's
+// progress under it.
+func (c *Config) GroupName(projection, key string) string {
+	return "kreplay." + projection + "." + key
+}
+
 // Projection returns the projection with the given name.
 func (c *Config) Projection(name string) (*Projection, bool) {
 	for i := range c.Projections {

@@ -8,8 +8,6 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
-
-	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // Event is one decoded record: the envelope of a domain event, its payload
@@ -30,11 +28,30 @@ type Event struct {
 	Timestamp time.Time // the Kafka record timestamp
 }
 
+// Record is a Kafka record as the decoders read it. The processor fills it
+// from its Kafka client's record; the config model imports no Kafka client.
+type Record struct {
+	Topic     string
+	Partition int32
+	Offset    int64
+	Key       []byte
+	Value     []byte
+	Headers   []Header
+	Timestamp time.Time
+}
+
+// Header is a record header.
+type Header struct {
+	Key   string
+	Value []byte
+}
+
 // Decoder decodes the records of one source into events.
 type Decoder interface {
 	// Decode fills ev from r, or returns a *DecodeError. It overwrites
-	// every field of ev.
-	Decode(r *kgo.Record, ev *Event) error
+	// every field of ev. It keeps no reference to r or its headers; ev.Data
+	// may alias r.Value.
+	Decode(r *Record, ev *Event) error
 }
 
 // NewDecoder returns the decoder of the source's format. Empty settings mean
@@ -118,7 +135,7 @@ func (e *DecodeError) Error() string {
 	return b.String()
 }
 
-func decodeError(r *kgo.Record, field, format string, args ...any) error {
+func decodeError(r *Record, field, format string, args ...any) error {
 	return &DecodeError{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, Field: field, Reason: fmt.Sprintf(format, args...)}
 }
 
@@ -170,7 +187,7 @@ func (st *decodeState) text(v value) []byte {
 }
 
 // begin reads the opening of the top-level object of r's value.
-func (st *decodeState) begin(r *kgo.Record) error {
+func (st *decodeState) begin(r *Record) error {
 	st.scan.reset(r.Value)
 	if err := st.scan.beginObject(); err != nil {
 		return decodeError(r, "", "%v", err)
@@ -181,7 +198,7 @@ func (st *decodeState) begin(r *kgo.Record) error {
 // next reads the next member of the top-level object and returns its key,
 // unescaped, or false after the last member, when it has also checked that
 // nothing follows the object.
-func (st *decodeState) next(r *kgo.Record, v *value) ([]byte, bool, error) {
+func (st *decodeState) next(r *Record, v *value) ([]byte, bool, error) {
 	var key value
 	more, err := st.scan.member(&key, v)
 	if err == nil && !more {
@@ -202,7 +219,7 @@ func (st *decodeState) next(r *kgo.Record, v *value) ([]byte, bool, error) {
 
 // build fills ev from the members of an envelope object; names are the
 // envelope's field names, for errors.
-func (st *decodeState) build(r *kgo.Record, ev *Event, m *envelope, names *FieldNames) error {
+func (st *decodeState) build(r *Record, ev *Event, m *envelope, names *FieldNames) error {
 	*ev = Event{
 		Topic:     r.Topic,
 		Partition: r.Partition,

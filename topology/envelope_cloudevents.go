@@ -2,8 +2,6 @@ package topology
 
 import (
 	"bytes"
-
-	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // cloudEventsDecoder decodes the CloudEvents Kafka protocol binding, binary
@@ -33,7 +31,7 @@ var cloudEventsHeaders = FieldNames{
 	Data:        "value",
 }
 
-func (d *cloudEventsDecoder) Decode(r *kgo.Record, ev *Event) error {
+func (d *cloudEventsDecoder) Decode(r *Record, ev *Event) error {
 	var contentType []byte
 	hasContentType, binary := false, false
 	for i := range r.Headers {
@@ -60,7 +58,7 @@ func (d *cloudEventsDecoder) Decode(r *kgo.Record, ev *Event) error {
 }
 
 // structured decodes a record whose value is a whole CloudEvent in JSON.
-func (d *cloudEventsDecoder) structured(r *kgo.Record, ev *Event) error {
+func (d *cloudEventsDecoder) structured(r *Record, ev *Event) error {
 	st := &d.st
 	if err := st.begin(r); err != nil {
 		return err
@@ -110,7 +108,7 @@ func (d *cloudEventsDecoder) structured(r *kgo.Record, ev *Event) error {
 
 // binary decodes a record whose headers carry the attributes and whose value
 // is the data.
-func (d *cloudEventsDecoder) binary(r *kgo.Record, ev *Event, media []byte, hasContentType bool) error {
+func (d *cloudEventsDecoder) binary(r *Record, ev *Event, media []byte, hasContentType bool) error {
 	st := &d.st
 	f := &cloudEventsHeaders
 	*ev = Event{

@@ -1,7 +1,5 @@
 package topology
 
-import "github.com/twmb/franz-go/pkg/kgo"
-
 // jsonDecoder decodes the json format: one JSON object per record, with
 // configurable field names. See NewDecoder for the rules.
 type jsonDecoder struct {
@@ -9,7 +7,7 @@ type jsonDecoder struct {
 	st     decodeState
 }
 
-func (d *jsonDecoder) Decode(r *kgo.Record, ev *Event) error {
+func (d *jsonDecoder) Decode(r *Record, ev *Event) error {
 	st := &d.st
 	if err := st.begin(r); err != nil {
 		return err

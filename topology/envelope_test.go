@@ -9,21 +9,20 @@ import (
 	"unsafe"
 
 	"github.com/stretchr/testify/require"
-	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 var recordTime = time.Date(2024, 5, 6, 7, 8, 9, 0, time.UTC)
 
 // record returns a record of topic bank at partition 3 offset 17.
-func record(value string, headers ...string) *kgo.Record {
-	r := &kgo.Record{Topic: "bank", Partition: 3, Offset: 17, Timestamp: recordTime, Value: []byte(value)}
+func record(value string, headers ...string) *Record {
+	r := &Record{Topic: "bank", Partition: 3, Offset: 17, Timestamp: recordTime, Value: []byte(value)}
 	for i := 0; i+1 < len(headers); i += 2 {
-		r.Headers = append(r.Headers, kgo.RecordHeader{Key: headers[i], Value: []byte(headers[i+1])})
+		r.Headers = append(r.Headers, Header{Key: headers[i], Value: []byte(headers[i+1])})
 	}
 	return r
 }
 
-func keyed(r *kgo.Record, key string) *kgo.Record {
+func keyed(r *Record, key string) *Record {
 	r.Key = []byte(key)
 	return r
 }
@@ -35,7 +34,7 @@ func newDecoder(t testing.TB, s Source) Decoder {
 	return d
 }
 
-func decode(t *testing.T, d Decoder, r *kgo.Record) Event {
+func decode(t *testing.T, d Decoder, r *Record) Event {
 	t.Helper()
 	var ev Event
 	require.NoError(t, d.Decode(r, &ev))
@@ -86,7 +85,7 @@ func TestJSONDecodeFallbacks(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name string
-		r    *kgo.Record
+		r    *Record
 		want Event
 	}{
 		{
@@ -387,7 +386,7 @@ func TestCloudEventsErrors(t *testing.T) {
 	const structured = "application/cloudevents+json"
 	tests := []struct {
 		name   string
-		r      *kgo.Record
+		r      *Record
 		field  string
 		reason string
 	}{

@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kgo"
-
 	"github.com/kreplay/kreplay/topology"
 )
 
@@ -142,7 +140,7 @@ func ExampleNewDecoder() {
 		fmt.Println(err)
 		return
 	}
-	r := &kgo.Record{
+	r := &topology.Record{
 		Topic:     "bank.accounts",
 		Partition: 2,
 		Offset:    41,

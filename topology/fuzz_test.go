@@ -10,7 +10,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/stretchr/testify/require"
-	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // The fuzz targets check properties rather than outputs. Their seeds, the
@@ -42,7 +41,7 @@ func FuzzJSONDecoder(f *testing.F) {
 	f.Fuzz(func(t *testing.T, value, key []byte) {
 		d, err := NewDecoder(Source{Topic: "t"})
 		require.NoError(t, err)
-		r := &kgo.Record{Topic: "t", Partition: 1, Offset: 2, Key: key, Value: value}
+		r := &Record{Topic: "t", Partition: 1, Offset: 2, Key: key, Value: value}
 		var ev Event
 		err = d.Decode(r, &ev)
 		checkDecoded(t, &ev, err)
@@ -96,8 +95,8 @@ func FuzzCloudEventsStructured(f *testing.F) {
 	f.Fuzz(func(t *testing.T, value []byte) {
 		d, err := NewDecoder(Source{Topic: "t", Format: FormatCloudEvents})
 		require.NoError(t, err)
-		r := &kgo.Record{Topic: "t", Key: []byte("k"), Value: value,
-			Headers: []kgo.RecordHeader{{Key: "content-type", Value: []byte("application/cloudevents+json")}}}
+		r := &Record{Topic: "t", Key: []byte("k"), Value: value,
+			Headers: []Header{{Key: "content-type", Value: []byte("application/cloudevents+json")}}}
 		var ev Event
 		err = d.Decode(r, &ev)
 		checkDecoded(t, &ev, err)
@@ -117,14 +116,14 @@ func FuzzCloudEventsBinary(f *testing.F) {
 	f.Fuzz(func(t *testing.T, value []byte, contentType, tm, seq string) {
 		d, err := NewDecoder(Source{Topic: "t", Format: FormatCloudEvents})
 		require.NoError(t, err)
-		r := &kgo.Record{Topic: "t", Key: []byte("k"), Value: value, Headers: []kgo.RecordHeader{
+		r := &Record{Topic: "t", Key: []byte("k"), Value: value, Headers: []Header{
 			{Key: "ce_specversion", Value: []byte("1.0")},
 			{Key: "ce_id", Value: []byte("1")},
 			{Key: "ce_type", Value: []byte("T")},
 		}}
 		for _, h := range [][2]string{{"content-type", contentType}, {"ce_time", tm}, {"ce_sequence", seq}} {
 			if h[1] != "" {
-				r.Headers = append(r.Headers, kgo.RecordHeader{Key: h[0], Value: []byte(h[1])})
+				r.Headers = append(r.Headers, Header{Key: h[0], Value: []byte(h[1])})
 			}
 		}
 		var ev Event

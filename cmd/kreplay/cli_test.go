@@ -10,7 +10,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/stretchr/testify/require"
 
-	"github.com/kreplay/kreplay/processor/kafkatest"
+	"github.com/kreplay/kreplay/internal/bankgen"
 	"github.com/kreplay/kreplay/topology"
 )
 
@@ -119,7 +119,7 @@ control:
 
 func TestConfigPrecedence(t *testing.T) {
 	dir := clearEnv(t)
-	full := writeFile(t, filepath.Join(dir, "full.yaml"), fileKafka+kafkatest.BankConfig("bank.accounts", 4, "global", false))
+	full := writeFile(t, filepath.Join(dir, "full.yaml"), fileKafka+bankgen.Config("bank.accounts", 4, "global", false))
 	writeFile(t, filepath.Join(dir, "kreplay.yaml"), fileKafka)
 
 	// Default file (./kreplay.yaml) < environment < flags, for every kind of command.
@@ -227,7 +227,7 @@ func TestConfigErrorsNameTheFile(t *testing.T) {
 
 	// serve with --brokers embedded alongside a file that lists brokers: the flag wins, and the
 	// result is validated.
-	full := writeFile(t, filepath.Join(dir, "full.yaml"), fileKafka+kafkatest.BankConfig("bank.accounts", 4, "global", false))
+	full := writeFile(t, filepath.Join(dir, "full.yaml"), fileKafka+bankgen.Config("bank.accounts", 4, "global", false))
 	cfg, err := loadWith(t, needFile, "-c", full, "--brokers", "embedded")
 	require.NoError(t, err)
 	require.Equal(t, []string{"embedded"}, cfg.Kafka.Brokers)

@@ -18,8 +18,10 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/kreplay/kreplay/internal/bankgen"
 	"github.com/kreplay/kreplay/processor"
-	"github.com/kreplay/kreplay/processor/kafkatest"
+	"github.com/kreplay/kreplay/processor/control"
+	"github.com/kreplay/kreplay/processor/embedded"
 	"github.com/kreplay/kreplay/topology"
 )
 
@@ -44,7 +46,7 @@ type demoSummary struct {
 	V2Seconds     float64
 	Reads, Errors int64
 	P99, Max      time.Duration
-	Swaps         []processor.SwapReport
+	Swaps         []control.SwapReport
 	Verified      bool
 	Exact         bool
 }
@@ -108,9 +110,9 @@ type demo struct {
 	sum     *demoSummary
 	dbURL   string
 	db      *pgx.Conn
-	broker  *processor.Embedded
+	broker  *embedded.Broker
 	cl      *kgo.Client
-	bank    *kafkatest.Bank
+	bank    *bankgen.Bank
 	bankMu  sync.Mutex
 	serve   *running
 	stopGen context.CancelFunc
@@ -137,7 +139,7 @@ func (d *demo) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if d.broker, err = processor.StartEmbedded(cfg, o.Logger); err != nil {
+	if d.broker, err = embedded.Start(cfg, o.Logger); err != nil {
 		return err
 	}
 	cfg.Kafka.Brokers = d.broker.Addrs // every serve of the demo uses this broker
@@ -148,7 +150,7 @@ func (d *demo) run(ctx context.Context) error {
 	}
 
 	d.say("1. A bank-account history: %s events on %s (8 partitions, %s accounts).", formatCount(int64(o.Events)), demoTopic, formatCount(int64(o.Accounts)))
-	d.bank = kafkatest.NewBank(demoTopic, 8, o.Accounts, 2026)
+	d.bank = bankgen.New(demoTopic, 8, o.Accounts, 2026)
 	for left := o.Events; left > 0; left -= 20000 {
 		if err := d.produce(ctx, min(left, 20000)); err != nil {
 			return err
@@ -184,7 +186,7 @@ func (d *demo) run(ctx context.Context) error {
 		d.say("   status balances_v1: drift=true (config %s..., live snapshot %s...)", shortHash(mustHash(cfg)), shortHash(st.DefinitionHash))
 	}
 	d.startGenerator(ctx)
-	client, err := processor.NewClient(cfg, nil)
+	client, err := control.NewClient(cfg, nil)
 	if err != nil {
 		return err
 	}
@@ -192,7 +194,7 @@ func (d *demo) run(ctx context.Context) error {
 
 	d.say("\n4. kreplay create balances_v2 --projection balances --start")
 	start = time.Now()
-	if _, err := d.command(ctx, client, processor.Command{Command: "create", Replay: "balances_v2", Projection: "balances",
+	if _, err := d.command(ctx, client, control.Command{Command: "create", Replay: "balances_v2", Projection: "balances",
 		Options: json.RawMessage(`{"start": true}`)}); err != nil {
 		return err
 	}
@@ -203,11 +205,11 @@ func (d *demo) run(ctx context.Context) error {
 	d.say("   balances_v2 is tailing after %s; the live view is still balances_v1's", formatDuration(time.Since(start)))
 
 	d.say("\n5. kreplay verify balances_v2   (both held at the same offsets, compared in one snapshot)")
-	out, err := d.command(ctx, client, processor.Command{Command: "verify", Replay: "balances_v2"})
+	out, err := d.command(ctx, client, control.Command{Command: "verify", Replay: "balances_v2"})
 	if err != nil {
 		return err
 	}
-	var rep processor.VerifyReport
+	var rep control.VerifyReport
 	if err := json.Unmarshal(out.Result, &rep); err == nil {
 		for _, r := range rep.Results {
 			d.say("   %-9s %-45s %s", r.Kind, truncate(r.Name, 45), map[bool]string{true: "equal", false: "DIFFERENT"}[r.Equal])
@@ -224,11 +226,11 @@ func (d *demo) run(ctx context.Context) error {
 	time.Sleep(300 * time.Millisecond)
 	steps := []struct {
 		say string
-		cmd processor.Command
+		cmd control.Command
 	}{
-		{"kreplay promote balances_v2 --wait 30s", processor.Command{Command: "promote", Replay: "balances_v2", Options: json.RawMessage(`{"wait": "30s"}`)}},
-		{"kreplay rollback balances", processor.Command{Command: "rollback", Projection: "balances"}},
-		{"kreplay promote balances_v2 --wait 30s", processor.Command{Command: "promote", Replay: "balances_v2", Options: json.RawMessage(`{"wait": "30s"}`)}},
+		{"kreplay promote balances_v2 --wait 30s", control.Command{Command: "promote", Replay: "balances_v2", Options: json.RawMessage(`{"wait": "30s"}`)}},
+		{"kreplay rollback balances", control.Command{Command: "rollback", Projection: "balances"}},
+		{"kreplay promote balances_v2 --wait 30s", control.Command{Command: "promote", Replay: "balances_v2", Options: json.RawMessage(`{"wait": "30s"}`)}},
 	}
 	for _, s := range steps {
 		out, err := d.command(ctx, client, s.cmd)
@@ -236,7 +238,7 @@ func (d *demo) run(ctx context.Context) error {
 			stopReaders()
 			return err
 		}
-		var sw processor.SwapReport
+		var sw control.SwapReport
 		_ = json.Unmarshal(out.Result, &sw)
 		d.sum.Swaps = append(d.sum.Swaps, sw)
 		shape := "without"
@@ -252,7 +254,7 @@ func (d *demo) run(ctx context.Context) error {
 		d.sum.P99.Round(10*time.Microsecond), d.sum.Max.Round(10*time.Microsecond))
 
 	d.say("\n7. kreplay remove balances_v1   (the retired version: its schema and consumer group go)")
-	if _, err := d.command(ctx, client, processor.Command{Command: "remove", Replay: "balances_v1"}); err != nil {
+	if _, err := d.command(ctx, client, control.Command{Command: "remove", Replay: "balances_v1"}); err != nil {
 		return err
 	}
 	var schemas int
@@ -317,7 +319,7 @@ http:
   listen: "127.0.0.1:0"
 control:
   status_interval: 300ms
-`, d.dbURL) + kafkatest.BankConfig(demoTopic, 8, "global", withCount)
+`, d.dbURL) + bankgen.Config(demoTopic, 8, "global", withCount)
 	cfg, err := topology.FromYAML([]byte(yaml))
 	if err != nil {
 		return nil, err
@@ -407,7 +409,7 @@ func (d *demo) stopGenerator() {
 
 // waitCaughtUp waits until a version has applied everything up to the current high watermarks
 // (and, for a replay, is tailing), calling show with its status on the way.
-func (d *demo) waitCaughtUp(ctx context.Context, key string, show func(processor.Status)) error {
+func (d *demo) waitCaughtUp(ctx context.Context, key string, show func(control.Status)) error {
 	deadline := time.Now().Add(5 * time.Minute)
 	for time.Now().Before(deadline) {
 		st, err := d.serve.p.Manager().VersionStatus(ctx, key)
@@ -435,7 +437,7 @@ func (d *demo) waitCaughtUp(ctx context.Context, key string, show func(processor
 	return fmt.Errorf("%s did not catch up in 5 minutes", key)
 }
 
-func (d *demo) progress(st processor.Status) {
+func (d *demo) progress(st control.Status) {
 	if d.o.Tty {
 		fmt.Fprintf(d.o.Out, "\r   %s\033[K", renderProgress(st, 24, time.Now(), time.Hour))
 		return
@@ -446,7 +448,7 @@ func (d *demo) progress(st processor.Status) {
 }
 
 // command publishes a command on the control topic, as the CLI does, and waits for its outcome.
-func (d *demo) command(ctx context.Context, c *processor.Client, cmd processor.Command) (*processor.Outcome, error) {
+func (d *demo) command(ctx context.Context, c *control.Client, cmd control.Command) (*control.Outcome, error) {
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	out, err := c.Send(cctx, cmd)

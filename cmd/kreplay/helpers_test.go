@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/kreplay/kreplay/internal/bankgen"
 	"github.com/kreplay/kreplay/internal/testkit"
 	"github.com/kreplay/kreplay/processor/kafkatest"
 	"github.com/kreplay/kreplay/store/storetest"
@@ -49,7 +50,7 @@ type env struct {
 	kafka  *kafkatest.Cluster
 	dbURL  string
 	config string
-	bank   *kafkatest.Bank
+	bank   *bankgen.Bank
 }
 
 const bankTopic = "bank.accounts"
@@ -68,10 +69,10 @@ http:
   listen: "127.0.0.1:0"
 control:
   status_interval: 200ms
-`, strings.Join(k.Addrs, ","), dbURL) + kafkatest.BankConfig(bankTopic, 4, "global", false)
+`, strings.Join(k.Addrs, ","), dbURL) + bankgen.Config(bankTopic, 4, "global", false)
 	path := filepath.Join(t.TempDir(), "kreplay.yaml")
 	require.NoError(t, os.WriteFile(path, []byte(cfg), 0o600))
-	return &env{t: t, kafka: k, dbURL: dbURL, config: path, bank: kafkatest.NewBank(bankTopic, 4, 40, 7)}
+	return &env{t: t, kafka: k, dbURL: dbURL, config: path, bank: bankgen.New(bankTopic, 4, 40, 7)}
 }
 
 // produce writes the next n bank events.

@@ -6,13 +6,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kreplay/kreplay/processor/control"
 	"github.com/stretchr/testify/require"
-
-	"github.com/kreplay/kreplay/processor"
 )
 
-// lagJSONFields are the fields of `kreplay lag KEY -o json`: the `-o json` fields README and
-// DESIGN.md document, the version's partitions and when the status was computed.
+// lagJSONFields are the fields of `kreplay lag KEY -o json`: the `-o json` fields the README
+// documents, the version's partitions and when the status was computed.
 var lagJSONFields = []string{"key", "projection", "state", "live", "applied_events", "progress", "eta_seconds",
 	"lag_events", "lag_seconds", "error", "partitions", "updated_at"}
 
@@ -29,9 +28,9 @@ func jsonKeys(t *testing.T, m map[string]any) []string {
 func TestLagJSONHasTheDocumentedFields(t *testing.T) {
 	t.Parallel()
 	eta := 12.5
-	st := processor.Status{Key: "stock_v2", Projection: "stock", State: "replaying", Live: false, LiveVersion: "stock_v1",
+	st := control.Status{Key: "stock_v2", Projection: "stock", State: "replaying", Live: false, LiveVersion: "stock_v1",
 		AppliedEvents: 2000, Progress: 0.25, ETASeconds: &eta, LagEvents: 30, LagSeconds: 1.5, Error: "",
-		Rate: 100, DefinitionHash: "abc", Partitions: []processor.PartitionStatus{
+		Rate: 100, DefinitionHash: "abc", Partitions: []control.PartitionStatus{
 			{Topic: "stock.moves", Partition: 0, NextOffset: 1000, TargetOffset: 990, HighWatermark: 1010, Lag: 10},
 		}, UpdatedAt: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
 	js, err := json.Marshal(lagOf(st))
@@ -55,7 +54,7 @@ func TestLagJSONHasTheDocumentedFields(t *testing.T) {
 	require.Equal(t, "2026-03-01T12:00:00Z", m["updated_at"])
 
 	// Unknown ETA and no partitions: null and [], as status -o json has them.
-	js, err = json.Marshal(lagOf(processor.Status{Key: "stock_v1", State: "failed", Error: "boom"}))
+	js, err = json.Marshal(lagOf(control.Status{Key: "stock_v1", State: "failed", Error: "boom"}))
 	require.NoError(t, err)
 	m = nil
 	require.NoError(t, json.Unmarshal(js, &m))

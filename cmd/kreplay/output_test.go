@@ -9,7 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/kreplay/kreplay/processor"
+	"github.com/kreplay/kreplay/processor/control"
 	"github.com/kreplay/kreplay/store"
 )
 
@@ -81,7 +81,7 @@ func TestRenderProgress(t *testing.T) {
 	t.Parallel()
 	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	eta := 12.0
-	st := processor.Status{Key: "stock_v2", State: "replaying", Progress: 0.523, Rate: 41200, ETASeconds: &eta,
+	st := control.Status{Key: "stock_v2", State: "replaying", Progress: 0.523, Rate: 41200, ETASeconds: &eta,
 		LagEvents: 48113, UpdatedAt: now.Add(-time.Second)}
 	require.Equal(t, "stock_v2 replaying [██████████░░░░░░░░░░]  52.3%  41,200 ev/s  ETA 12s  lag 48,113",
 		renderProgress(st, 20, now, 30*time.Second))
@@ -91,7 +91,7 @@ func TestRenderProgress(t *testing.T) {
 	st.UpdatedAt = now.Add(-65 * time.Second)
 	require.Contains(t, renderProgress(st, 20, now, 30*time.Second), "(status 1m5s old: is serve running?)")
 
-	failed := processor.Status{Key: "stock_v2", State: "failed", Progress: 0.1, Error: "handler MoneyDeposited: null value", UpdatedAt: now}
+	failed := control.Status{Key: "stock_v2", State: "failed", Progress: 0.1, Error: "handler MoneyDeposited: null value", UpdatedAt: now}
 	line := renderProgress(failed, 10, now, 30*time.Second)
 	require.True(t, strings.HasPrefix(line, "stock_v2 failed [█░░░░░░░░░]  10.0%  0 ev/s  ETA -  lag 0"), line)
 	require.True(t, strings.HasSuffix(line, "error: handler MoneyDeposited: null value"), line)
@@ -108,7 +108,7 @@ func TestWatchDone(t *testing.T) {
 		"failed":  {done: true, err: "stock_v2 failed: boom"},
 		"removed": {done: true, err: "stock_v2 was removed"},
 	} {
-		done, err := watchDone(processor.Status{Key: "stock_v2", State: state, Error: "boom"})
+		done, err := watchDone(control.Status{Key: "stock_v2", State: state, Error: "boom"})
 		require.Equal(t, want.done, done, state)
 		if want.err == "" {
 			require.NoError(t, err, state)
@@ -121,7 +121,7 @@ func TestWatchDone(t *testing.T) {
 func TestStaleNote(t *testing.T) {
 	t.Parallel()
 	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	sts := []processor.Status{{Key: "a", UpdatedAt: now.Add(-2 * time.Minute)}, {Key: "b", UpdatedAt: now.Add(-65 * time.Second)}}
+	sts := []control.Status{{Key: "a", UpdatedAt: now.Add(-2 * time.Minute)}, {Key: "b", UpdatedAt: now.Add(-65 * time.Second)}}
 	require.Equal(t, "warning: no kreplay serve has published status for 1m5s; these figures may be out of date (is serve running?)",
 		staleNote(sts, now, 30*time.Second), "the newest status counts")
 	require.Empty(t, staleNote(sts, now, 2*time.Minute))
@@ -131,7 +131,7 @@ func TestStaleNote(t *testing.T) {
 func TestWriteStatusTable(t *testing.T) {
 	t.Parallel()
 	eta := 80.0
-	sts := []processor.Status{
+	sts := []control.Status{
 		{Key: "stock_v1", Projection: "stock", State: "live", Live: true, AppliedEvents: 1234567, Progress: 1, LagEvents: 0},
 		{Key: "stock_v2", Projection: "stock", State: "replaying", AppliedEvents: 41200, Progress: 0.523, ETASeconds: &eta,
 			LagEvents: 48113, LagSeconds: 3.24, Drift: true},
@@ -152,9 +152,9 @@ func TestWriteStatusTable(t *testing.T) {
 func TestWriteStatusDetailAndLag(t *testing.T) {
 	t.Parallel()
 	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	st := processor.Status{Key: "stock_v2", Projection: "stock", State: "tailing", LiveVersion: "stock_v1",
+	st := control.Status{Key: "stock_v2", Projection: "stock", State: "tailing", LiveVersion: "stock_v1",
 		AppliedEvents: 2000, LagEvents: 30, LagSeconds: 1.5, Options: store.Options{EventTypes: []string{"A", "B"}, AutoPromote: true},
-		Partitions: []processor.PartitionStatus{
+		Partitions: []control.PartitionStatus{
 			{Topic: "stock.moves", Partition: 0, NextOffset: 1000, TargetOffset: 990, HighWatermark: 1010, Lag: 10},
 			{Topic: "stock.moves", Partition: 1, NextOffset: 1000, TargetOffset: 1000, HighWatermark: 1020, Lag: 20},
 		}, UpdatedAt: now.Add(-3 * time.Second)}
@@ -184,21 +184,21 @@ func TestWriteStatusDetailAndLag(t *testing.T) {
 func TestOutcomeLines(t *testing.T) {
 	t.Parallel()
 	require.Equal(t, "promoted stock_v2: live (stock_v1 retired, swap 3.2ms, 1 attempt)",
-		swapLine(processor.SwapReport{Projection: "stock", From: "stock_v1", To: "stock_v2", Kind: "promote", Attempts: 1, SwapDurationMS: 3.21}))
+		swapLine(control.SwapReport{Projection: "stock", From: "stock_v1", To: "stock_v2", Kind: "promote", Attempts: 1, SwapDurationMS: 3.21}))
 	require.Equal(t, "promoted stock_v2: live (stock_v1 retired, swap 12.0ms, 3 attempts, waited 4s)",
-		swapLine(processor.SwapReport{Projection: "stock", From: "stock_v1", To: "stock_v2", Kind: "promote", Attempts: 3, SwapDurationMS: 12, WaitedSeconds: 4.2}))
+		swapLine(control.SwapReport{Projection: "stock", From: "stock_v1", To: "stock_v2", Kind: "promote", Attempts: 3, SwapDurationMS: 12, WaitedSeconds: 4.2}))
 	require.Equal(t, "rolled back stock: stock_v1 is live (stock_v2 retired, swap 2.5ms, 1 attempt)",
-		swapLine(processor.SwapReport{Projection: "stock", From: "stock_v2", To: "stock_v1", Kind: "rollback", Attempts: 1, SwapDurationMS: 2.5}))
+		swapLine(control.SwapReport{Projection: "stock", From: "stock_v2", To: "stock_v1", Kind: "rollback", Attempts: 1, SwapDurationMS: 2.5}))
 	require.Equal(t, "promoted stock_v2: live (stock_v1 failed, swap 2.5ms, 1 attempt)",
-		swapLine(processor.SwapReport{Projection: "stock", From: "stock_v1", To: "stock_v2", Kind: "promote", Attempts: 1, SwapDurationMS: 2.5, PreviousState: "failed"}))
-	require.Equal(t, "started stock_v2: replaying", transitionLine("start", "stock_v2", &processor.Status{State: "replaying"}))
-	require.Equal(t, "paused stock_v2", transitionLine("pause", "stock_v2", &processor.Status{State: "paused"}))
+		swapLine(control.SwapReport{Projection: "stock", From: "stock_v1", To: "stock_v2", Kind: "promote", Attempts: 1, SwapDurationMS: 2.5, PreviousState: "failed"}))
+	require.Equal(t, "started stock_v2: replaying", transitionLine("start", "stock_v2", &control.Status{State: "replaying"}))
+	require.Equal(t, "paused stock_v2", transitionLine("pause", "stock_v2", &control.Status{State: "paused"}))
 	require.Equal(t, "removed stock_v2", transitionLine("remove", "stock_v2", nil))
 }
 
 func TestWriteVerifyReport(t *testing.T) {
 	t.Parallel()
-	rep := processor.VerifyReport{Version: "stock_v2", Against: "stock_v1", Passed: false,
+	rep := control.VerifyReport{Version: "stock_v2", Against: "stock_v1", Passed: false,
 		Results: []store.CheckResult{
 			{Kind: "check", Name: "SELECT count(*) FROM stock", Equal: true, A: "42", B: "42"},
 			{Kind: "checksum", Name: "stock", Equal: false, A: strings.Repeat("a", 64), B: strings.Repeat("b", 64)},

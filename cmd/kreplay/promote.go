@@ -8,14 +8,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kreplay/kreplay/processor/control"
 	"github.com/spf13/cobra"
-
-	"github.com/kreplay/kreplay/processor"
 )
 
 func (a *app) promoteCommand() *cobra.Command {
 	var (
-		opts    processor.PromoteOptions
+		opts    control.PromoteOptions
 		wait    time.Duration
 		timeout time.Duration
 	)
@@ -36,7 +35,7 @@ kreplay rollback can switch back at once.`,
 			if wait < 0 {
 				return fmt.Errorf("--wait %s: must be 0 or more", wait)
 			}
-			opts.Wait = processor.Duration(wait)
+			opts.Wait = control.Duration(wait)
 			if !cmd.Flags().Changed("timeout") {
 				timeout = wait + defaultSendTimeout
 			}
@@ -44,9 +43,9 @@ kreplay rollback can switch back at once.`,
 			if err != nil {
 				return err
 			}
-			c := processor.Command{Command: "promote", Replay: args[0], Options: raw}
-			return a.send(cmd, timeout, c, func(w io.Writer, o *processor.Outcome) error {
-				var rep processor.SwapReport
+			c := control.Command{Command: "promote", Replay: args[0], Options: raw}
+			return a.send(cmd, timeout, c, func(w io.Writer, o *control.Outcome) error {
+				var rep control.SwapReport
 				if err := json.Unmarshal(o.Result, &rep); err != nil {
 					_, err = fmt.Fprintf(w, "promoted %s: live\n", args[0])
 					return err
@@ -73,9 +72,9 @@ func (a *app) rollbackCommand() *cobra.Command {
 		Short: "Make the projection's newest retired version live again",
 		Args:  argNamed("PROJECTION"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c := processor.Command{Command: "rollback", Projection: args[0]}
-			return a.send(cmd, timeout, c, func(w io.Writer, o *processor.Outcome) error {
-				var rep processor.SwapReport
+			c := control.Command{Command: "rollback", Projection: args[0]}
+			return a.send(cmd, timeout, c, func(w io.Writer, o *control.Outcome) error {
+				var rep control.SwapReport
 				if err := json.Unmarshal(o.Result, &rep); err != nil {
 					_, err = fmt.Fprintf(w, "rolled back %s\n", args[0])
 					return err
@@ -93,7 +92,7 @@ func (a *app) rollbackCommand() *cobra.Command {
 //
 //	promoted stock_v2: live (stock_v1 retired, swap 3.2ms, 1 attempt)
 //	rolled back stock: stock_v1 is live (stock_v2 retired, swap 2.9ms, 1 attempt)
-func swapLine(r processor.SwapReport) string {
+func swapLine(r control.SwapReport) string {
 	var details []string
 	if r.From != "" {
 		state := r.PreviousState
@@ -124,9 +123,9 @@ projection's checks, each table's row count and checksum. It exits 1 when
 anything differs.`,
 		Args: keyArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c := processor.Command{Command: "verify", Replay: args[0]}
-			return a.send(cmd, timeout, c, func(w io.Writer, o *processor.Outcome) error {
-				var rep processor.VerifyReport
+			c := control.Command{Command: "verify", Replay: args[0]}
+			return a.send(cmd, timeout, c, func(w io.Writer, o *control.Outcome) error {
+				var rep control.VerifyReport
 				if len(o.Result) == 0 || json.Unmarshal(o.Result, &rep) != nil {
 					if o.OK {
 						return errors.New("verify succeeded but its report is missing from the outcome")
@@ -146,7 +145,7 @@ const verifyValueWidth = 32
 
 // writeVerifyReport prints a verify report: one row per comparison and a PASSED or DIFFERS
 // line.
-func writeVerifyReport(w io.Writer, rep processor.VerifyReport) error {
+func writeVerifyReport(w io.Writer, rep control.VerifyReport) error {
 	t := newTable(w, "KIND", "NAME", "EQUAL", rep.Against+" (LIVE)", rep.Version)
 	for _, r := range rep.Results {
 		t.row(r.Kind, truncate(r.Name, 60), yesNo(r.Equal), truncate(r.A, verifyValueWidth), truncate(r.B, verifyValueWidth))

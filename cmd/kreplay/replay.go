@@ -11,7 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/kreplay/kreplay/processor"
+	"github.com/kreplay/kreplay/processor/control"
 	"github.com/kreplay/kreplay/topology"
 )
 
@@ -24,7 +24,7 @@ const defaultSendTimeout = 60 * time.Second
 // send publishes c and waits up to timeout for its outcome. With -o json it prints the outcome
 // as is; otherwise human prints it (for a successful outcome, or any verify outcome, whose
 // report says what differs).
-func (a *app) send(cmd *cobra.Command, timeout time.Duration, c processor.Command, human func(io.Writer, *processor.Outcome) error) error {
+func (a *app) send(cmd *cobra.Command, timeout time.Duration, c control.Command, human func(io.Writer, *control.Outcome) error) error {
 	cfg, err := a.config(cmd, needKafka)
 	if err != nil {
 		return err
@@ -33,7 +33,7 @@ func (a *app) send(cmd *cobra.Command, timeout time.Duration, c processor.Comman
 }
 
 // sendWith is send with the config already loaded.
-func (a *app) sendWith(cmd *cobra.Command, cfg *topology.Config, timeout time.Duration, c processor.Command, human func(io.Writer, *processor.Outcome) error) error {
+func (a *app) sendWith(cmd *cobra.Command, cfg *topology.Config, timeout time.Duration, c control.Command, human func(io.Writer, *control.Outcome) error) error {
 	if timeout <= 0 {
 		return fmt.Errorf("--timeout %s: must be positive", timeout)
 	}
@@ -66,7 +66,7 @@ func (a *app) sendWith(cmd *cobra.Command, cfg *topology.Config, timeout time.Du
 }
 
 // outcomeError is nil for a successful outcome, else its reason.
-func outcomeError(o *processor.Outcome) error {
+func outcomeError(o *control.Outcome) error {
 	if o.OK {
 		return nil
 	}
@@ -77,11 +77,11 @@ func outcomeError(o *processor.Outcome) error {
 }
 
 // resultStatus decodes an outcome's result as a version status (nil when there is none).
-func resultStatus(o *processor.Outcome) *processor.Status {
+func resultStatus(o *control.Outcome) *control.Status {
 	if len(o.Result) == 0 || string(o.Result) == "null" {
 		return nil
 	}
-	var st processor.Status
+	var st control.Status
 	if json.Unmarshal(o.Result, &st) != nil || st.Key == "" {
 		return nil
 	}
@@ -90,7 +90,7 @@ func resultStatus(o *processor.Outcome) *processor.Status {
 
 func (a *app) createCommand() *cobra.Command {
 	var (
-		opts       processor.CreateOptions
+		opts       control.CreateOptions
 		projection string
 		timeout    time.Duration
 	)
@@ -135,8 +135,8 @@ kreplay.P.KEY. With --start it starts at once; otherwise run kreplay start KEY.`
 			if err != nil {
 				return err
 			}
-			c := processor.Command{Command: "create", Replay: args[0], Projection: projection, Options: raw}
-			return a.sendWith(cmd, cfg, timeout, c, func(w io.Writer, o *processor.Outcome) error {
+			c := control.Command{Command: "create", Replay: args[0], Projection: projection, Options: raw}
+			return a.sendWith(cmd, cfg, timeout, c, func(w io.Writer, o *control.Outcome) error {
 				st := resultStatus(o)
 				switch {
 				case st == nil:
@@ -171,8 +171,8 @@ func (a *app) transitionCommand(name, short string) *cobra.Command {
 		Args:  keyArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			key := args[0]
-			c := processor.Command{Command: name, Replay: key}
-			return a.send(cmd, timeout, c, func(w io.Writer, o *processor.Outcome) error {
+			c := control.Command{Command: name, Replay: key}
+			return a.send(cmd, timeout, c, func(w io.Writer, o *control.Outcome) error {
 				_, err := fmt.Fprintln(w, transitionLine(name, key, resultStatus(o)))
 				return err
 			})
@@ -183,7 +183,7 @@ func (a *app) transitionCommand(name, short string) *cobra.Command {
 }
 
 // transitionLine is the human outcome of start, pause, resume and remove.
-func transitionLine(command, key string, st *processor.Status) string {
+func transitionLine(command, key string, st *control.Status) string {
 	past := map[string]string{"start": "started", "pause": "paused", "resume": "resumed", "remove": "removed"}[command]
 	line := past + " " + key
 	if st != nil && (command == "start" || command == "resume") {

@@ -12,7 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/kreplay/kreplay/processor"
+	"github.com/kreplay/kreplay/processor/control"
 	"github.com/kreplay/kreplay/topology"
 )
 
@@ -229,7 +229,7 @@ func (a *app) getenv(cmd *cobra.Command) func(string) string {
 }
 
 // client connects the operator client of a command (Kafka only).
-func (a *app) client(cmd *cobra.Command) (*processor.Client, *topology.Config, error) {
+func (a *app) client(cmd *cobra.Command) (*control.Client, *topology.Config, error) {
 	cfg, err := a.config(cmd, needKafka)
 	if err != nil {
 		return nil, nil, err
@@ -238,8 +238,8 @@ func (a *app) client(cmd *cobra.Command) (*processor.Client, *topology.Config, e
 	return cl, cfg, err
 }
 
-func (a *app) newClient(cmd *cobra.Command, cfg *topology.Config) (*processor.Client, error) {
-	cl, err := processor.NewClient(cfg, a.kafkaLogger(cmd))
+func (a *app) newClient(cmd *cobra.Command, cfg *topology.Config) (*control.Client, error) {
+	cl, err := control.NewClient(cfg, a.kafkaLogger(cmd))
 	if err != nil {
 		return nil, fmt.Errorf("kafka client: %w", err)
 	}

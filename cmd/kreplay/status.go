@@ -13,7 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/kreplay/kreplay/processor"
+	"github.com/kreplay/kreplay/processor/control"
 	"github.com/kreplay/kreplay/topology"
 )
 
@@ -150,7 +150,7 @@ func (a *app) lagCommand() *cobra.Command {
 }
 
 // fetchStatuses reads the latest statuses, waiting up to timeout for a first one.
-func fetchStatuses(ctx context.Context, cl *processor.Client, cfg *topology.Config, timeout time.Duration) ([]processor.Status, error) {
+func fetchStatuses(ctx context.Context, cl *control.Client, cfg *topology.Config, timeout time.Duration) ([]control.Status, error) {
 	sctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	sts, err := cl.Statuses(sctx)
@@ -158,7 +158,7 @@ func fetchStatuses(ctx context.Context, cl *processor.Client, cfg *topology.Conf
 	case ctx.Err() != nil:
 		return nil, fmt.Errorf("interrupted while reading %s", cfg.Kafka.StatusTopic)
 	case err != nil && errors.Is(err, context.DeadlineExceeded):
-		// Kafka too slow, or (processor.Client.Statuses) the wait for a first status ran out
+		// Kafka too slow, or (control.Client.Statuses) the wait for a first status ran out
 		// during a request rather than between two.
 		return nil, fmt.Errorf("%w (%w)", noStatusError(cfg, timeout), err)
 	case err != nil:
@@ -174,7 +174,7 @@ func noStatusError(cfg *topology.Config, timeout time.Duration) error {
 		cfg.Kafka.StatusTopic, timeout, strings.Join(cfg.Kafka.Brokers, ","))
 }
 
-func findStatus(sts []processor.Status, key string) *processor.Status {
+func findStatus(sts []control.Status, key string) *control.Status {
 	for i := range sts {
 		if sts[i].Key == key {
 			return &sts[i]
@@ -183,7 +183,7 @@ func findStatus(sts []processor.Status, key string) *processor.Status {
 	return nil
 }
 
-func unknownStatus(key string, sts []processor.Status, cfg *topology.Config) error {
+func unknownStatus(key string, sts []control.Status, cfg *topology.Config) error {
 	keys := make([]string, len(sts))
 	for i, st := range sts {
 		keys[i] = st.Key
@@ -199,7 +199,7 @@ func listOrNone(s []string) string {
 }
 
 // statusAge is how old the newest status is.
-func statusAge(sts []processor.Status, now time.Time) time.Duration {
+func statusAge(sts []control.Status, now time.Time) time.Duration {
 	var newest time.Time
 	for _, st := range sts {
 		if st.UpdatedAt.After(newest) {
@@ -213,7 +213,7 @@ func statusAge(sts []processor.Status, now time.Time) time.Duration {
 }
 
 // staleNote is the warning for statuses older than after, "" when they are fresh.
-func staleNote(sts []processor.Status, now time.Time, after time.Duration) string {
+func staleNote(sts []control.Status, now time.Time, after time.Duration) string {
 	age := statusAge(sts, now)
 	if age <= after {
 		return ""
@@ -221,14 +221,14 @@ func staleNote(sts []processor.Status, now time.Time, after time.Duration) strin
 	return fmt.Sprintf("warning: no kreplay serve has published status for %s; these figures may be out of date (is serve running?)", formatDuration(age))
 }
 
-func warnStale(w io.Writer, sts []processor.Status, now time.Time, after time.Duration) {
+func warnStale(w io.Writer, sts []control.Status, now time.Time, after time.Duration) {
 	if note := staleNote(sts, now, after); note != "" {
 		fmt.Fprintln(w, note)
 	}
 }
 
 // writeStatusTable is `kreplay status`: one row per version.
-func writeStatusTable(w io.Writer, sts []processor.Status) error {
+func writeStatusTable(w io.Writer, sts []control.Status) error {
 	t := newTable(w, "KEY", "PROJECTION", "STATE", "LIVE", "APPLIED", "PROGRESS", "ETA", "LAG", "LAG(s)", "ERROR")
 	drift := false
 	for _, st := range sts {
@@ -251,7 +251,7 @@ func writeStatusTable(w io.Writer, sts []processor.Status) error {
 }
 
 // writeStatusDetail is `kreplay status KEY`.
-func writeStatusDetail(w io.Writer, st processor.Status, now time.Time) error {
+func writeStatusDetail(w io.Writer, st control.Status, now time.Time) error {
 	t := newTable(w, "key:", st.Key)
 	t.row("projection:", st.Projection)
 	t.row("state:", st.State)
@@ -292,7 +292,7 @@ func writeStatusDetail(w io.Writer, st processor.Status, now time.Time) error {
 	return writePartitions(w, st.Partitions, true)
 }
 
-func formatOptions(st processor.Status) string {
+func formatOptions(st control.Status) string {
 	o := st.Options
 	var parts []string
 	if len(o.Topics) > 0 {
@@ -316,7 +316,7 @@ func formatOptions(st processor.Status) string {
 	return strings.Join(parts, "; ")
 }
 
-func writePartitions(w io.Writer, ps []processor.PartitionStatus, target bool) error {
+func writePartitions(w io.Writer, ps []control.PartitionStatus, target bool) error {
 	header := []string{"TOPIC", "PARTITION", "NEXT OFFSET", "HIGH WATERMARK", "LAG"}
 	if target {
 		header = []string{"TOPIC", "PARTITION", "NEXT OFFSET", "TARGET", "HIGH WATERMARK", "LAG"}
@@ -332,34 +332,34 @@ func writePartitions(w io.Writer, ps []processor.PartitionStatus, target bool) e
 	return t.flush()
 }
 
-// lagReport is `kreplay lag KEY -o json`: the documented `-o json` fields (README, DESIGN.md)
+// lagReport is `kreplay lag KEY -o json`: the documented `-o json` fields (README)
 // and the version's partitions.
 type lagReport struct {
-	Key           string                      `json:"key"`
-	Projection    string                      `json:"projection"`
-	State         string                      `json:"state"`
-	Live          bool                        `json:"live"`
-	AppliedEvents int64                       `json:"applied_events"`
-	Progress      float64                     `json:"progress"`
-	ETASeconds    *float64                    `json:"eta_seconds"`
-	LagEvents     int64                       `json:"lag_events"`
-	LagSeconds    float64                     `json:"lag_seconds"`
-	Error         string                      `json:"error"`
-	Partitions    []processor.PartitionStatus `json:"partitions"`
-	UpdatedAt     time.Time                   `json:"updated_at"`
+	Key           string                    `json:"key"`
+	Projection    string                    `json:"projection"`
+	State         string                    `json:"state"`
+	Live          bool                      `json:"live"`
+	AppliedEvents int64                     `json:"applied_events"`
+	Progress      float64                   `json:"progress"`
+	ETASeconds    *float64                  `json:"eta_seconds"`
+	LagEvents     int64                     `json:"lag_events"`
+	LagSeconds    float64                   `json:"lag_seconds"`
+	Error         string                    `json:"error"`
+	Partitions    []control.PartitionStatus `json:"partitions"`
+	UpdatedAt     time.Time                 `json:"updated_at"`
 }
 
-func lagOf(st processor.Status) lagReport {
+func lagOf(st control.Status) lagReport {
 	ps := st.Partitions
 	if ps == nil {
-		ps = []processor.PartitionStatus{}
+		ps = []control.PartitionStatus{}
 	}
 	return lagReport{Key: st.Key, Projection: st.Projection, State: st.State, Live: st.Live,
 		AppliedEvents: st.AppliedEvents, Progress: st.Progress, ETASeconds: st.ETASeconds,
 		LagEvents: st.LagEvents, LagSeconds: st.LagSeconds, Error: st.Error, Partitions: ps, UpdatedAt: st.UpdatedAt}
 }
 
-func writeLag(w io.Writer, st processor.Status) error {
+func writeLag(w io.Writer, st control.Status) error {
 	if _, err := fmt.Fprintf(w, "%s (%s): %s events behind, %s\n", st.Key, st.State, formatCount(st.LagEvents), formatSeconds(st.LagSeconds)); err != nil {
 		return err
 	}
@@ -375,7 +375,7 @@ func writeLag(w io.Writer, st processor.Status) error {
 //
 // without the bar when width is 0. A status older than staleAfter says how old it is; a failed
 // version's line ends with its error.
-func renderProgress(st processor.Status, width int, now time.Time, staleAfter time.Duration) string {
+func renderProgress(st control.Status, width int, now time.Time, staleAfter time.Duration) string {
 	var b strings.Builder
 	b.WriteString(st.Key + " " + st.State)
 	if width > 0 {
@@ -413,7 +413,7 @@ func isTerminal(w io.Writer) bool {
 }
 
 // watchDone says whether a watched version's state ends the watch, and how.
-func watchDone(st processor.Status) (bool, error) {
+func watchDone(st control.Status) (bool, error) {
 	switch st.State {
 	case "tailing", "live", "retired":
 		return true, nil
@@ -428,7 +428,7 @@ func watchDone(st processor.Status) (bool, error) {
 // watch refreshes the statuses every second. On a terminal it redraws in place (a progress bar
 // for KEY, the table without); elsewhere it prints one plain line per version and refresh, or
 // with -o json one JSON document per refresh.
-func (a *app) watch(cmd *cobra.Command, cl *processor.Client, cfg *topology.Config, key string, timeout time.Duration) error {
+func (a *app) watch(cmd *cobra.Command, cl *control.Client, cfg *topology.Config, key string, timeout time.Duration) error {
 	ctx := cmd.Context()
 	w := cmd.OutOrStdout()
 	tty := isTerminal(w) && !a.json()
@@ -459,7 +459,7 @@ func (a *app) watch(cmd *cobra.Command, cl *processor.Client, cfg *topology.Conf
 		now := time.Now()
 		if err != nil && !seen && errors.Is(err, context.DeadlineExceeded) {
 			// No status yet: the wait for a first one ran out in a request rather than
-			// between two (processor.Client.Statuses). Go on waiting.
+			// between two (control.Client.Statuses). Go on waiting.
 			sts, err = nil, nil
 		}
 		if err != nil {
@@ -520,11 +520,11 @@ func (a *app) watch(cmd *cobra.Command, cl *processor.Client, cfg *topology.Conf
 }
 
 // drawAll is one refresh of --watch without KEY.
-func (a *app) drawAll(w io.Writer, tty bool, sts []processor.Status, now time.Time, stale time.Duration) error {
+func (a *app) drawAll(w io.Writer, tty bool, sts []control.Status, now time.Time, stale time.Duration) error {
 	switch {
 	case a.json():
 		if sts == nil {
-			sts = []processor.Status{}
+			sts = []control.Status{}
 		}
 		return json.NewEncoder(w).Encode(sts)
 	case tty:

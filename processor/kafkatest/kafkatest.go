@@ -4,7 +4,6 @@ package kafkatest
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"testing"
 	"time"
@@ -66,25 +65,6 @@ func (c *Cluster) Produce(rs ...*kgo.Record) {
 		}
 		rs = rs[n:]
 	}
-}
-
-// Event is a JSON envelope with kreplay's default field names.
-type Event struct {
-	ID          string    `json:"id"`
-	Type        string    `json:"type"`
-	AggregateID string    `json:"aggregate_id"`
-	Version     int64     `json:"version"`
-	CreatedAt   time.Time `json:"created_at"`
-	Data        any       `json:"data"`
-}
-
-// Record encodes ev as the value of a record for topic/partition, keyed by its aggregate.
-func Record(topic string, partition int32, ev Event) *kgo.Record {
-	b, err := json.Marshal(ev)
-	if err != nil {
-		panic(err)
-	}
-	return &kgo.Record{Topic: topic, Partition: partition, Key: []byte(ev.AggregateID), Value: b, Timestamp: ev.CreatedAt}
 }
 
 // EndOffsets are the high watermarks of a topic's partitions.

@@ -7,7 +7,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/kreplay/kreplay/processor"
+	"github.com/kreplay/kreplay/processor/control"
+	"github.com/kreplay/kreplay/processor/lifecycle"
 	"github.com/kreplay/kreplay/store"
 )
 
@@ -19,7 +20,7 @@ func TestLagSecondsIsEachVersionsOwn(t *testing.T) {
 	b, r, bank := liveBank(t, 1, 10, 1, 5)
 	m := r.p.Manager()
 	ctx := context.Background()
-	_, err := m.Create(ctx, processor.CreateRequest{Key: "balances_v2", Projection: "balances", Start: true})
+	_, err := m.Create(ctx, lifecycle.CreateRequest{Key: "balances_v2", Projection: "balances", Start: true})
 	require.NoError(t, err)
 	eventually(t, 30*time.Second, func() bool { return b.state("balances_v2") == store.StateTailing }, "v2 not tailing")
 
@@ -39,7 +40,7 @@ func TestLagSecondsIsEachVersionsOwn(t *testing.T) {
 
 	sts, err := m.Status(ctx, false)
 	require.NoError(t, err)
-	got := map[string]processor.Status{}
+	got := map[string]control.Status{}
 	for _, st := range sts {
 		got[st.Key] = st
 	}

@@ -1,9 +1,10 @@
-package processor
+package leader
 
 import (
 	"context"
 	"time"
 
+	"github.com/kreplay/kreplay/processor/control"
 	"github.com/kreplay/kreplay/store"
 )
 
@@ -12,20 +13,20 @@ import (
 // changed versions, tombstones of removed ones: one goroutine writes both, so a removed
 // version's last status never lands after its tombstone) and auto-promotion. refreshStatus asks
 // it for a round at once.
-func (p *Processor) statusLoop(ctx context.Context) error {
-	tick := time.NewTicker(p.cfg.Control.StatusInterval)
+func (l *Leader) statusLoop(ctx context.Context) error {
+	tick := time.NewTicker(l.cfg.StatusInterval)
 	defer tick.Stop()
 	known := map[string]string{} // key -> projection, to forget removed versions' gauges
 	var waiters []chan struct{}
 	for {
-		all, err := p.mgr.Status(ctx, true)
+		all, err := l.mgr.Status(ctx, true)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			p.log.Debug("status", "err", err)
+			l.retries.Failed("compute the statuses", err)
 		} else {
-			var statuses []Status
+			var statuses []control.Status
 			var removed []string
 			for _, st := range all {
 				if st.State == string(store.StateRemoved) {
@@ -38,22 +39,24 @@ func (p *Processor) statusLoop(ctx context.Context) error {
 					statuses = append(statuses, st)
 				}
 			}
-			p.mu.Lock()
-			p.statuses = statuses
-			p.mu.Unlock()
+			l.mu.Lock()
+			l.statuses = statuses
+			l.mu.Unlock()
 			seen := map[string]bool{}
 			for _, st := range statuses {
 				seen[st.Key] = true
 				known[st.Key] = st.Projection
-				p.observeStatus(st)
+				l.observeStatus(st)
 			}
 			for key, proj := range known {
 				if !seen[key] {
-					p.metrics.forget(proj, key)
+					l.metrics.forget(proj, key)
 					delete(known, key)
 				}
 			}
-			p.afterStatus(ctx, statuses, removed)
+			if l.PublishStatuses(ctx, statuses, removed) {
+				l.autoPromote(ctx, statuses)
+			}
 		}
 		for _, w := range waiters {
 			close(w)
@@ -63,7 +66,7 @@ func (p *Processor) statusLoop(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-tick.C:
-		case w := <-p.statusNow:
+		case w := <-l.statusNow:
 			waiters = append(waiters, w)
 		}
 	}
@@ -77,12 +80,12 @@ const tombstoneHorizon = 24 * time.Hour
 // refreshStatus has the status loop compute and publish the statuses now, and waits for it (at
 // most wait): a command's outcome is published after the state it changed, so that the CLI,
 // which waits for the outcome, then reads the new state from the status topic.
-func (p *Processor) refreshStatus(ctx context.Context, wait time.Duration) {
+func (l *Leader) refreshStatus(ctx context.Context, wait time.Duration) {
 	t := time.NewTimer(wait)
 	defer t.Stop()
 	done := make(chan struct{})
 	select {
-	case p.statusNow <- done:
+	case l.statusNow <- done:
 	case <-t.C:
 		return
 	case <-ctx.Done():
@@ -95,8 +98,8 @@ func (p *Processor) refreshStatus(ctx context.Context, wait time.Duration) {
 	}
 }
 
-func (p *Processor) observeStatus(st Status) {
-	m := p.metrics
+func (l *Leader) observeStatus(st control.Status) {
+	m := l.metrics
 	m.lagEvents.WithLabelValues(st.Projection, st.Key).Set(float64(st.LagEvents))
 	m.lagSeconds.WithLabelValues(st.Projection, st.Key).Set(st.LagSeconds)
 	m.progress.WithLabelValues(st.Projection, st.Key).Set(st.Progress)

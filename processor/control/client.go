@@ -1,4 +1,4 @@
-package processor
+package control
 
 import (
 	"context"
@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/kreplay/kreplay/internal/kafkaconn"
 	"github.com/kreplay/kreplay/topology"
 )
 
@@ -29,6 +30,10 @@ type Client struct {
 	cl       *kgo.Client
 	admin    *kadm.Client
 	seeds    []string
+
+	// statuses follows the status topic across calls of Statuses (status --watch): one consumer
+	// and its position, so that each call reads only what was published since the last.
+	statuses *statusFollower
 }
 
 // NewClient connects to the brokers of cfg.Kafka (the address of a local serve's embedded
@@ -38,7 +43,7 @@ func NewClient(cfg *topology.Config, logger *slog.Logger) (*Client, error) {
 	if len(brokers) == 1 && brokers[0] == "embedded" {
 		brokers = []string{cfg.Kafka.EmbeddedListen}
 	}
-	opts, err := KafkaOpts(cfg.Kafka, brokers, cfg.Kafka.ClientID+"-cli", logger)
+	opts, err := kafkaconn.Opts(cfg.Kafka, brokers, cfg.Kafka.ClientID+"-cli", logger)
 	if err != nil {
 		return nil, err
 	}
@@ -57,7 +62,12 @@ func NewClient(cfg *topology.Config, logger *slog.Logger) (*Client, error) {
 }
 
 // Close closes the client.
-func (c *Client) Close() { c.cl.Close() }
+func (c *Client) Close() {
+	if c.statuses != nil {
+		c.statuses.cl.Close()
+	}
+	c.cl.Close()
+}
 
 // ErrNoServe: nothing answered on the status topic in time.
 var ErrNoServe = errors.New("no answer from kreplay serve")
@@ -86,7 +96,7 @@ func (c *Client) Send(ctx context.Context, cmd Command) (*Outcome, error) {
 	if err != nil {
 		return nil, fmt.Errorf("status topic %s: %w", c.cfg.StatusTopic, err)
 	}
-	// Keyed by replay key (DESIGN.md); rollback names only a projection.
+	// Keyed by replay key (docs/ARCHITECTURE.md); rollback names only a projection.
 	key := cmd.Replay
 	if key == "" {
 		key = cmd.Projection
@@ -100,7 +110,7 @@ func (c *Client) Send(ctx context.Context, cmd Command) (*Outcome, error) {
 	}
 	want := []byte(OutcomeKey(cmd.ID))
 	var out *Outcome
-	err = c.consume(ctx, ends.KOffsets(), false, func(r *kgo.Record) bool {
+	err = c.consume(ctx, ends.KOffsets(), func(r *kgo.Record) bool {
 		if string(r.Key) != string(want) || r.Value == nil {
 			return true
 		}
@@ -138,58 +148,36 @@ func (c *Client) checkTopics(ctx context.Context) error {
 
 // Statuses reads the status topic to its end and returns the latest status of every version
 // (removed ones excluded), by projection and key. It waits up to ctx for a first status when
-// the topic has none yet.
+// the topic has none yet. The first call reads the (compacted) topic from its start; later
+// calls read only what was published since.
 func (c *Client) Statuses(ctx context.Context) ([]Status, error) {
-	if err := c.checkTopics(ctx); err != nil {
-		return nil, err
+	if c.statuses == nil {
+		if err := c.checkTopics(ctx); err != nil {
+			return nil, err
+		}
+		cl, err := kgo.NewClient(append(c.cl.Opts(), kgo.ConsumeTopics(c.cfg.StatusTopic),
+			kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(200*time.Millisecond))...)
+		if err != nil {
+			return nil, err
+		}
+		c.statuses = &statusFollower{cl: cl, pos: map[int32]int64{}, latest: map[string]Status{}}
 	}
-	latest := map[string]*Status{}
+	f := c.statuses
 	for {
 		ends, err := c.admin.ListEndOffsets(ctx, c.cfg.StatusTopic)
-		if err != nil {
-			if ctx.Err() != nil && len(latest) == 0 {
-				return []Status{}, nil // the wait ended with nothing published
-			}
+		if err == nil {
+			err = ends.Error()
+		}
+		if err == nil {
+			err = f.readTo(ctx, ends)
+		}
+		switch {
+		case err != nil && ctx.Err() != nil && len(f.latest) == 0:
+			return []Status{}, nil // the wait ended with nothing published
+		case err != nil:
 			return nil, fmt.Errorf("status topic %s: %w", c.cfg.StatusTopic, err)
-		}
-		starts := map[string]map[int32]kgo.Offset{c.cfg.StatusTopic: {}}
-		endAt := map[int32]int64{}
-		ends.Each(func(o kadm.ListedOffset) {
-			starts[c.cfg.StatusTopic][o.Partition] = kgo.NewOffset().AtStart()
-			endAt[o.Partition] = o.Offset
-		})
-		pending := 0
-		for _, e := range endAt {
-			if e > 0 {
-				pending++
-			}
-		}
-		if pending > 0 {
-			err = c.consume(ctx, starts, true, func(r *kgo.Record) bool {
-				if !strings.HasPrefix(string(r.Key), "command:") {
-					if r.Value == nil {
-						delete(latest, string(r.Key))
-					} else {
-						var st Status
-						if json.Unmarshal(r.Value, &st) == nil {
-							latest[string(r.Key)] = &st
-						}
-					}
-				}
-				if r.Offset+1 >= endAt[r.Partition] {
-					pending--
-				}
-				return pending > 0
-			})
-			if err != nil {
-				if ctx.Err() != nil && len(latest) == 0 {
-					return []Status{}, nil
-				}
-				return nil, err
-			}
-		}
-		if len(latest) > 0 {
-			break
+		case len(f.latest) > 0:
+			return f.sorted(), nil
 		}
 		select {
 		case <-ctx.Done():
@@ -197,9 +185,55 @@ func (c *Client) Statuses(ctx context.Context) ([]Status, error) {
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
-	out := make([]Status, 0, len(latest))
-	for _, st := range latest {
-		out = append(out, *st)
+}
+
+// statusFollower is a consumer of the status topic and the latest status per version it read.
+type statusFollower struct {
+	cl     *kgo.Client
+	pos    map[int32]int64 // the next offset to read, per partition
+	latest map[string]Status
+}
+
+// readTo reads until every partition's position reaches its end offset in ends.
+func (f *statusFollower) readTo(ctx context.Context, ends kadm.ListedOffsets) error {
+	reached := func() bool {
+		done := true
+		ends.Each(func(o kadm.ListedOffset) { done = done && f.pos[o.Partition] >= o.Offset })
+		return done
+	}
+	for !reached() {
+		fetches := f.cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		var ferr error
+		fetches.EachError(func(_ string, _ int32, err error) { ferr = err })
+		if ferr != nil {
+			return ferr
+		}
+		fetches.EachRecord(func(r *kgo.Record) {
+			f.pos[r.Partition] = r.Offset + 1
+			if strings.HasPrefix(string(r.Key), "command:") {
+				return
+			}
+			if r.Value == nil {
+				delete(f.latest, string(r.Key))
+				return
+			}
+			var st Status
+			if json.Unmarshal(r.Value, &st) == nil {
+				f.latest[string(r.Key)] = st
+			}
+		})
+	}
+	return nil
+}
+
+// sorted is the latest statuses by projection and key.
+func (f *statusFollower) sorted() []Status {
+	out := make([]Status, 0, len(f.latest))
+	for _, st := range f.latest {
+		out = append(out, st)
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Projection != out[j].Projection {
@@ -207,16 +241,13 @@ func (c *Client) Statuses(ctx context.Context) ([]Status, error) {
 		}
 		return out[i].Key < out[j].Key
 	})
-	return out, nil
+	return out
 }
 
 // consume reads the status topic from the given offsets, calling fn for each record until fn
 // returns false or ctx ends.
-func (c *Client) consume(ctx context.Context, from map[string]map[int32]kgo.Offset, toEnd bool, fn func(*kgo.Record) bool) error {
+func (c *Client) consume(ctx context.Context, from map[string]map[int32]kgo.Offset, fn func(*kgo.Record) bool) error {
 	opts := append(c.cl.Opts(), kgo.ConsumePartitions(from), kgo.FetchMaxWait(200*time.Millisecond))
-	if toEnd {
-		opts = append(opts, kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	}
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return err

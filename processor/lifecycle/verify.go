@@ -1,4 +1,4 @@
-package processor
+package lifecycle
 
 import (
 	"context"
@@ -6,19 +6,9 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/kreplay/kreplay/processor/control"
 	"github.com/kreplay/kreplay/store"
 )
-
-// VerifyReport is what verify found.
-type VerifyReport struct {
-	Version string              `json:"version"`
-	Against string              `json:"against"` // the live version
-	Passed  bool                `json:"passed"`
-	Offsets store.Hold          `json:"offsets"` // the offsets both had applied when compared
-	Results []store.CheckResult `json:"results"`
-	Differs []string            `json:"differs,omitempty"` // the checks and tables that differ
-	Skipped []string            `json:"skipped,omitempty"` // what could not be compared, and why
-}
 
 // verifyTimeout bounds how long verify waits for both versions to reach the same offsets.
 const verifyTimeout = 2 * time.Minute
@@ -27,28 +17,28 @@ const verifyTimeout = 2 * time.Minute
 // it holds both (the one that is ahead waits) until they have applied exactly the same offsets,
 // then compares the projection's checks, row counts and checksums in one snapshot, records the
 // outcome and lets both go on.
-func (m *Manager) Verify(ctx context.Context, key string) (*VerifyReport, error) {
+func (m *Manager) Verify(ctx context.Context, key string) (*control.VerifyReport, error) {
 	v, err := m.version(ctx, key)
 	if err != nil {
 		return nil, err
 	}
-	proj, err := m.p.store.Projection(ctx, v.Projection)
+	proj, err := m.store.Projection(ctx, v.Projection)
 	if err != nil {
 		return nil, err
 	}
 	if proj.Live == "" {
-		return nil, invalid("verify %s: projection %s has no live version to compare with", key, v.Projection)
+		return nil, control.Invalid("verify %s: projection %s has no live version to compare with", key, v.Projection)
 	}
 	if proj.Live == key {
-		return nil, invalid("verify %s: it is the live version; verify compares a replay with the live version", key)
+		return nil, control.Invalid("verify %s: it is the live version; verify compares a replay with the live version", key)
 	}
-	live, err := m.p.store.Version(ctx, proj.Live)
+	live, err := m.store.Version(ctx, proj.Live)
 	if err != nil {
 		return nil, err
 	}
 	for _, x := range []*store.Version{v, live} {
 		if !x.State.Running() {
-			return nil, invalid("verify %s: %s is %s; both versions must be running", key, x.Key, x.State)
+			return nil, control.Invalid("verify %s: %s is %s; both versions must be running", key, x.Key, x.State)
 		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, verifyTimeout)
@@ -58,8 +48,8 @@ func (m *Manager) Verify(ctx context.Context, key string) (*VerifyReport, error)
 		cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer ccancel()
 		for _, k := range []string{key, live.Key} {
-			if err := retry(cctx, func() error { return m.p.store.SetHold(cctx, k, nil) }); err != nil {
-				m.p.log.Error("verify: could not release the hold", "version", k, "err", err)
+			if err := m.catalog("release a verify hold").Do(cctx, func(ctx context.Context) error { return m.store.SetHold(ctx, k, nil) }); err != nil {
+				m.log.Error("verify: could not release the hold", "version", k, "err", err)
 			}
 		}
 	}()
@@ -71,9 +61,9 @@ func (m *Manager) Verify(ctx context.Context, key string) (*VerifyReport, error)
 		// Holds reach the runners through notifications: a version that was exactly at the
 		// target may apply one more batch before it sees its hold. Compare checks the offsets in
 		// its snapshot; if they differ, align again (the target rises past that batch).
-		cmp, err = m.p.store.Compare(ctx, live.Key, key, v.Definition.Checks)
+		cmp, err = m.store.Compare(ctx, live.Key, key, v.Definition.Checks)
 		if errors.Is(err, store.ErrNotAligned) && ctx.Err() == nil {
-			m.p.log.Info("verify: a version moved before it saw its hold; aligning again", "version", key, "err", err)
+			m.log.Info("verify: a version moved before it saw its hold; aligning again", "version", key, "err", err)
 			continue
 		}
 		if err != nil {
@@ -81,16 +71,16 @@ func (m *Manager) Verify(ctx context.Context, key string) (*VerifyReport, error)
 		}
 		break
 	}
-	if err := m.p.store.RecordVerification(ctx, cmp, key); err != nil {
+	if err := m.store.RecordVerification(ctx, cmp, key); err != nil {
 		return nil, err
 	}
-	rep := &VerifyReport{Version: key, Against: live.Key, Passed: cmp.Passed, Offsets: cmp.Offsets, Results: cmp.Results, Skipped: cmp.Skipped}
+	rep := &control.VerifyReport{Version: key, Against: live.Key, Passed: cmp.Passed, Offsets: cmp.Offsets, Results: cmp.Results, Skipped: cmp.Skipped}
 	for _, r := range cmp.Results {
 		if !r.Equal {
 			rep.Differs = append(rep.Differs, r.Kind+" "+r.Name)
 		}
 	}
-	m.p.log.Info("verify done", "version", key, "against", live.Key, "passed", cmp.Passed, "differs", rep.Differs)
+	m.log.Info("verify done", "version", key, "against", live.Key, "passed", cmp.Passed, "differs", rep.Differs)
 	return rep, nil
 }
 
@@ -99,11 +89,11 @@ func (m *Manager) Verify(ctx context.Context, key string) (*VerifyReport, error)
 // stop at the new one (holds reach every instance's runners through catalog notifications).
 func (m *Manager) align(ctx context.Context, a, b string) error {
 	for {
-		ca, err := m.p.store.Checkpoints(ctx, a)
+		ca, err := m.store.Checkpoints(ctx, a)
 		if err != nil {
 			return err
 		}
-		cb, err := m.p.store.Checkpoints(ctx, b)
+		cb, err := m.store.Checkpoints(ctx, b)
 		if err != nil {
 			return err
 		}
@@ -117,17 +107,17 @@ func (m *Manager) align(ctx context.Context, a, b string) error {
 			}
 		}
 		for _, k := range []string{a, b} {
-			if err := m.p.store.SetHold(ctx, k, target); err != nil {
+			if err := m.store.SetHold(ctx, k, target); err != nil {
 				return err
 			}
 		}
 		// Wait until both are exactly at target, or one went past it (then raise it).
 		for {
-			ca, err = m.p.store.Checkpoints(ctx, a)
+			ca, err = m.store.Checkpoints(ctx, a)
 			if err != nil {
 				return err
 			}
-			cb, err = m.p.store.Checkpoints(ctx, b)
+			cb, err = m.store.Checkpoints(ctx, b)
 			if err != nil {
 				return err
 			}

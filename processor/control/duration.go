@@ -1,4 +1,4 @@
-package processor
+package control
 
 import (
 	"encoding/json"

@@ -1,45 +1,95 @@
-package processor
+package lifecycle
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"slices"
 	"sort"
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/kreplay/kreplay/internal/retry"
+	"github.com/kreplay/kreplay/processor/control"
 	"github.com/kreplay/kreplay/store"
 	"github.com/kreplay/kreplay/topology"
 )
 
-// ErrInvalid marks a request the manager refuses as such (unknown projection or key, bad
-// option, truncated history...): nothing was changed.
-var ErrInvalid = errors.New("invalid request")
-
-type invalidError struct{ msg string }
-
-func (e *invalidError) Error() string        { return e.msg }
-func (e *invalidError) Is(target error) bool { return target == ErrInvalid }
-
-func invalid(format string, args ...any) error {
-	return &invalidError{msg: fmt.Sprintf(format, args...)}
+// Config is what a Manager works with: serve's config, the catalog, and Kafka.
+type Config struct {
+	// Config is serve's config: the projections' definitions that new versions snapshot.
+	Config *topology.Config
+	// Store is the catalog.
+	Store *store.Store
+	// Kafka is a client of the cluster (offsets, group deletion, lag seconds).
+	Kafka *kgo.Client
+	// Log receives the lifecycle's logs.
+	Log *slog.Logger
+	// Registry receives the lifecycle's metrics (promotions, swap durations).
+	Registry prometheus.Registerer
 }
 
-// Manager is the replay lifecycle as a Go API: the control topic and the CLI are thin layers
-// over it. Every state change goes through the catalog (in one transaction each) and reaches
-// the runners of every instance through its notifications.
+// Manager is the replay lifecycle as a Go API: the control commands (package leader) and the
+// CLI are thin layers over it. Every state change goes through the catalog (in one transaction
+// each) and reaches the runners of every instance through its notifications. It is safe for
+// concurrent use.
 type Manager struct {
-	p     *Processor
-	rates *rateTracker
+	cfg     *topology.Config
+	store   *store.Store
+	kafka   *kgo.Client
+	admin   *kadm.Client
+	log     *slog.Logger
+	retries *retry.Logger
+	metrics metrics
+	rates   *rateTracker
+	tsCache tsCache
 }
 
-func newManager(p *Processor) *Manager {
-	return &Manager{p: p, rates: newRateTracker(time.Minute)}
+// New returns the manager of the catalog of c.Store.
+func New(c Config) *Manager {
+	m := &Manager{
+		cfg: c.Config, store: c.Store, kafka: c.Kafka, admin: kadm.NewClient(c.Kafka), log: c.Log,
+		retries: retry.NewLogger(c.Log, slog.LevelWarn),
+		metrics: newMetrics(c.Registry),
+		rates:   newRateTracker(time.Minute),
+		tsCache: tsCache{m: map[recordAt]time.Time{}},
+	}
+	for _, pc := range c.Config.Projections {
+		for _, kind := range []string{"promote", "rollback"} {
+			m.metrics.promotions.WithLabelValues(pc.Name, kind) // 0 until the first
+		}
+	}
+	return m
+}
+
+// catalog is the retry policy of catalog writes that must not be lost: transient errors are
+// retried until ctx ends.
+func (m *Manager) catalog(what string) retry.Policy {
+	return retry.Policy{Retryable: store.IsTransient, Log: m.retries, What: what}
+}
+
+type metrics struct {
+	promotions   *prometheus.CounterVec
+	swapDuration *prometheus.HistogramVec
+}
+
+func newMetrics(reg prometheus.Registerer) metrics {
+	m := metrics{
+		promotions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kreplay_promotions_total",
+			Help: "Switches of a projection's live version (kind: promote or rollback)."}, []string{"projection", "kind"}),
+		swapDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "kreplay_swap_duration_seconds",
+			Help:    "Duration of the view swap transaction of a promote or rollback (the successful attempt).",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}, []string{"projection"}),
+	}
+	reg.MustRegister(m.promotions, m.swapDuration)
+	return m
 }
 
 // CreateRequest is `kreplay create`.
@@ -65,41 +115,41 @@ type CreateRequest struct {
 // creates the schema KEY and its tables, and (with Start) starts it.
 func (m *Manager) Create(ctx context.Context, req CreateRequest) (*store.Version, error) {
 	if err := topology.ValidateKey(req.Key); err != nil {
-		return nil, &invalidError{msg: err.Error()}
+		return nil, control.AsInvalid(err)
 	}
 	if req.Projection == "" {
-		return nil, invalid("create %s: --projection is required", req.Key)
+		return nil, control.Invalid("create %s: --projection is required", req.Key)
 	}
-	def, err := m.p.cfg.Definition(req.Projection)
+	def, err := m.cfg.Definition(req.Projection)
 	if err != nil {
-		names := make([]string, 0, len(m.p.cfg.Projections))
-		for _, pc := range m.p.cfg.Projections {
+		names := make([]string, 0, len(m.cfg.Projections))
+		for _, pc := range m.cfg.Projections {
 			names = append(names, pc.Name)
 		}
-		return nil, invalid("create %s: unknown projection %q (configured: %s)", req.Key, req.Projection, strings.Join(names, ", "))
+		return nil, control.Invalid("create %s: unknown projection %q (configured: %s)", req.Key, req.Projection, strings.Join(names, ", "))
 	}
 	if req.DefinitionHash != "" && req.DefinitionHash != def.Hash() {
-		return nil, invalid("create %s: serve runs another definition of projection %q (hash %s) than the config you sent the command with (hash %s): "+
+		return nil, control.Invalid("create %s: serve runs another definition of projection %q (hash %s) than the config you sent the command with (hash %s): "+
 			"roll your config out to the kreplay instances and restart them (the live version keeps its own snapshot), then create again",
 			req.Key, req.Projection, shortHash(def.Hash()), shortHash(req.DefinitionHash))
 	}
 	for _, t := range req.Topics {
 		if !slices.Contains(def.Topics(), t) {
-			return nil, invalid("create %s: topic %q is not a source of projection %q (its sources: %s)", req.Key, t, req.Projection, strings.Join(def.Topics(), ", "))
+			return nil, control.Invalid("create %s: topic %q is not a source of projection %q (its sources: %s)", req.Key, t, req.Projection, strings.Join(def.Topics(), ", "))
 		}
 	}
 	for _, t := range req.EventTypes {
 		if _, ok := def.Handlers[t]; !ok {
-			return nil, invalid("create %s: event type %q has no handler in projection %q (handled: %s)", req.Key, t, req.Projection, strings.Join(slices.Sorted(maps.Keys(def.Handlers)), ", "))
+			return nil, control.Invalid("create %s: event type %q has no handler in projection %q (handled: %s)", req.Key, t, req.Projection, strings.Join(slices.Sorted(maps.Keys(def.Handlers)), ", "))
 		}
 	}
 	if req.Since != nil && req.Since.After(time.Now().Add(time.Minute)) {
-		return nil, invalid("create %s: --since %s is in the future", req.Key, req.Since.Format(time.RFC3339))
+		return nil, control.Invalid("create %s: --since %s is in the future", req.Key, req.Since.Format(time.RFC3339))
 	}
 	opts := store.Options{Topics: req.Topics, Since: req.Since, EventTypes: req.EventTypes,
 		AutoPromote: req.AutoPromote, AllowTruncatedHistory: req.AllowTruncatedHistory}
-	if _, err := m.p.store.Version(ctx, req.Key); err == nil {
-		return nil, invalid("create %s: the key is already used; choose another key", req.Key)
+	if _, err := m.store.Version(ctx, req.Key); err == nil {
+		return nil, control.Invalid("create %s: the key is already used; choose another key", req.Key)
 	}
 	nv := store.NewVersion{Key: req.Key, Definition: def, Options: opts}
 	if req.Start {
@@ -108,12 +158,12 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (*store.Version
 			return nil, err
 		}
 	}
-	v, err := m.p.store.CreateVersion(ctx, nv)
+	v, err := m.store.CreateVersion(ctx, nv)
 	if errors.Is(err, store.ErrExists) {
-		return nil, &invalidError{msg: err.Error()}
+		return nil, control.AsInvalid(err)
 	}
 	if err == nil {
-		m.p.log.Info("replay created", "projection", v.Projection, "version", v.Key, "state", v.State, "definition_hash", v.DefinitionHash)
+		m.log.Info("replay created", "projection", v.Projection, "version", v.Key, "state", v.State, "definition_hash", v.DefinitionHash)
 	}
 	return v, err
 }
@@ -132,9 +182,9 @@ func (m *Manager) Start(ctx context.Context, key string) (*store.Version, error)
 	if err != nil {
 		return nil, err
 	}
-	v, err = m.p.store.StartVersion(ctx, key, starts)
+	v, err = m.store.StartVersion(ctx, key, starts)
 	if err == nil {
-		m.p.log.Info("replay started", "projection", v.Projection, "version", key)
+		m.log.Info("replay started", "projection", v.Projection, "version", key)
 	}
 	return v, err
 }
@@ -144,7 +194,7 @@ func (m *Manager) Pause(ctx context.Context, key string) (*store.Version, error)
 	if _, err := m.version(ctx, key); err != nil {
 		return nil, err
 	}
-	return m.p.store.PauseVersion(ctx, key)
+	return m.store.PauseVersion(ctx, key)
 }
 
 // Resume returns a paused version to the state it had; a failed one retries the event it
@@ -153,7 +203,7 @@ func (m *Manager) Resume(ctx context.Context, key string) (*store.Version, error
 	if _, err := m.version(ctx, key); err != nil {
 		return nil, err
 	}
-	return m.p.store.ResumeVersion(ctx, key)
+	return m.store.ResumeVersion(ctx, key)
 }
 
 // shortHash is a definition hash ("sha256:<hex>") shortened for messages, as git shortens
@@ -163,11 +213,11 @@ func shortHash(h string) string { return h[:min(len("sha256:")+12, len(h))] }
 // version looks a version up, turning not found into an invalid request.
 func (m *Manager) version(ctx context.Context, key string) (*store.Version, error) {
 	if err := topology.ValidateKey(key); err != nil {
-		return nil, &invalidError{msg: err.Error()}
+		return nil, control.AsInvalid(err)
 	}
-	v, err := m.p.store.Version(ctx, key)
+	v, err := m.store.Version(ctx, key)
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, invalid("unknown replay %q", key)
+		return nil, control.Invalid("unknown replay %q", key)
 	}
 	return v, err
 }
@@ -177,7 +227,7 @@ func (m *Manager) version(ctx context.Context, key string) (*store.Version, erro
 // compaction thinned is refused unless the version allows truncated history.
 func (m *Manager) startOffsets(ctx context.Context, v *store.Version) ([]store.PartitionStart, error) {
 	topics := v.Topics()
-	admin := m.p.admin
+	admin := m.admin
 	ends, err := admin.ListCommittedOffsets(ctx, topics...)
 	if err != nil {
 		return nil, fmt.Errorf("list end offsets: %w", err)
@@ -195,7 +245,7 @@ func (m *Manager) startOffsets(ctx context.Context, v *store.Version) ([]store.P
 	}
 	if len(missing) > 0 {
 		slices.Sort(missing)
-		return nil, invalid("%s: topic %s does not exist in Kafka", v.Key, strings.Join(slices.Compact(missing), ", "))
+		return nil, control.Invalid("%s: topic %s does not exist in Kafka", v.Key, strings.Join(slices.Compact(missing), ", "))
 	}
 	if err := ends.Error(); err != nil {
 		return nil, fmt.Errorf("list end offsets: %w", err)
@@ -252,7 +302,7 @@ func (m *Manager) startOffsets(ctx context.Context, v *store.Version) ([]store.P
 	}
 	if len(truncated) > 0 {
 		sort.Strings(truncated)
-		return nil, invalid("%s: cannot replay from offset zero: records were deleted or compacted away (%s); pass --since to start at a later time, or --allow-truncated-history to start at the log start",
+		return nil, control.Invalid("%s: cannot replay from offset zero: records were deleted or compacted away (%s); pass --since to start at a later time, or --allow-truncated-history to start at the log start",
 			v.Key, strings.Join(truncated, "; "))
 	}
 	sort.Slice(out, func(i, j int) bool {
@@ -266,7 +316,7 @@ func (m *Manager) startOffsets(ctx context.Context, v *store.Version) ([]store.P
 
 // compactedTopics are the topics whose cleanup.policy compacts.
 func (m *Manager) compactedTopics(ctx context.Context, topics []string) ([]string, error) {
-	rcs, err := m.p.admin.DescribeTopicConfigs(ctx, topics...)
+	rcs, err := m.admin.DescribeTopicConfigs(ctx, topics...)
 	if err != nil {
 		return nil, fmt.Errorf("describe topic configs: %w", err)
 	}
@@ -284,47 +334,47 @@ func (m *Manager) compactedTopics(ctx context.Context, topics []string) ([]strin
 	return out, nil
 }
 
-// bootstrap gives a projection without a version its first one, <projection>_v1, live at once
+// Bootstrap gives a projection without a version its first one, <projection>_v1, live at once
 // and replayed from offset zero; for a projection with a live version it reports drift between
 // the config and the live snapshot instead of changing anything.
-func (m *Manager) bootstrap(ctx context.Context, name string) error {
-	def, err := m.p.cfg.Definition(name)
+func (m *Manager) Bootstrap(ctx context.Context, name string) error {
+	def, err := m.cfg.Definition(name)
 	if err != nil {
 		return err
 	}
-	proj, err := m.p.store.Projection(ctx, name)
+	proj, err := m.store.Projection(ctx, name)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return err
 	}
 	if proj != nil && proj.Live != "" {
-		live, err := m.p.store.Version(ctx, proj.Live)
+		live, err := m.store.Version(ctx, proj.Live)
 		if err != nil {
 			return err
 		}
 		if live.DefinitionHash != def.Hash() {
-			m.p.log.Warn("definition drift: the config's definition of the projection differs from its live version's snapshot; the live version keeps running its snapshot. Roll the change out with a replay: kreplay create <key> --projection "+name+" --start",
+			m.log.Warn("definition drift: the config's definition of the projection differs from its live version's snapshot; the live version keeps running its snapshot. Roll the change out with a replay: kreplay create <key> --projection "+name+" --start",
 				"projection", name, "live", live.Key, "live_hash", live.DefinitionHash, "config_hash", def.Hash())
 		}
 		return nil
 	}
 	key := name + "_v1"
-	if v, err := m.p.store.Version(ctx, key); err == nil {
-		m.p.log.Warn("projection has no live version; promote one of its versions", "projection", name, "existing", v.Key, "state", v.State)
+	if v, err := m.store.Version(ctx, key); err == nil {
+		m.log.Warn("projection has no live version; promote one of its versions", "projection", name, "existing", v.Key, "state", v.State)
 		return nil
 	}
-	pc, _ := m.p.cfg.Projection(name)
+	pc, _ := m.cfg.Projection(name)
 	opts := store.Options{AllowTruncatedHistory: pc.AllowTruncatedHistory}
 	starts, err := m.startOffsets(ctx, &store.Version{Key: key, Definition: def, Options: opts})
 	if err != nil {
 		return fmt.Errorf("projection %q: cannot create its first version %s: %w (set allow_truncated_history: true on the projection to start at the log start)", name, key, err)
 	}
-	v, err := m.p.store.CreateVersion(ctx, store.NewVersion{Key: key, Definition: def, Options: opts, Start: starts, Live: true})
+	v, err := m.store.CreateVersion(ctx, store.NewVersion{Key: key, Definition: def, Options: opts, Start: starts, Live: true})
 	if errors.Is(err, store.ErrExists) {
 		return nil // another instance bootstrapped it first
 	}
 	if err != nil {
 		return err
 	}
-	m.p.log.Info("projection bootstrapped: its first version is live and replays from offset zero", "projection", name, "version", v.Key)
+	m.log.Info("projection bootstrapped: its first version is live and replays from offset zero", "projection", name, "version", v.Key)
 	return nil
 }

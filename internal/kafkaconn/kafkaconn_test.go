@@ -1,4 +1,4 @@
-package processor
+package kafkaconn
 
 import (
 	"errors"
@@ -13,9 +13,9 @@ import (
 func TestKafkaRefusedIsFinal(t *testing.T) {
 	for _, err := range []error{kerr.SaslAuthenticationFailed, kerr.TopicAuthorizationFailed, kerr.ClusterAuthorizationFailed,
 		fmt.Errorf("create topic kreplay.control: %w", kerr.SaslAuthenticationFailed)} {
-		require.True(t, kafkaRefused(err), "%v", err)
+		require.True(t, Refused(err), "%v", err)
 	}
 	for _, err := range []error{kerr.CoordinatorNotAvailable, kerr.NotLeaderForPartition, errors.New("EOF")} {
-		require.False(t, kafkaRefused(err), "%v", err)
+		require.False(t, Refused(err), "%v", err)
 	}
 }

@@ -1,4 +1,4 @@
-package processor
+package lifecycle
 
 import (
 	"context"
@@ -25,36 +25,36 @@ type recordAt struct {
 // at different offsets; a Fetch asks for each partition once, so each round of small Fetches (one
 // per leader) asks for one offset of each partition. Results are cached by position, so a
 // version stuck at an offset costs nothing more; the cache keeps what the last call asked for.
-func (p *Processor) recordTimes(ctx context.Context, want map[recordAt]bool) map[recordAt]time.Time {
+func (m *Manager) recordTimes(ctx context.Context, want map[recordAt]bool) map[recordAt]time.Time {
 	out := map[recordAt]time.Time{}
 	missing := map[store.TopicPartition][]int64{}
-	p.tsCache.mu.Lock()
+	m.tsCache.mu.Lock()
 	for at := range want {
-		if ts, ok := p.tsCache.m[at]; ok {
+		if ts, ok := m.tsCache.m[at]; ok {
 			out[at] = ts
 		} else {
 			missing[at.TopicPartition] = append(missing[at.TopicPartition], at.Offset)
 		}
 	}
-	p.tsCache.mu.Unlock()
+	m.tsCache.mu.Unlock()
 	if len(missing) > 0 {
-		p.fetchRecordTimes(ctx, missing, out)
+		m.fetchRecordTimes(ctx, missing, out)
 	}
-	p.tsCache.mu.Lock()
-	p.tsCache.m = make(map[recordAt]time.Time, len(out))
-	maps.Copy(p.tsCache.m, out)
-	p.tsCache.mu.Unlock()
+	m.tsCache.mu.Lock()
+	m.tsCache.m = make(map[recordAt]time.Time, len(out))
+	maps.Copy(m.tsCache.m, out)
+	m.tsCache.mu.Unlock()
 	return out
 }
 
 // fetchRecordTimes fetches the records at offsets (per partition) and puts their timestamps
 // into out.
-func (p *Processor) fetchRecordTimes(ctx context.Context, offsets map[store.TopicPartition][]int64, out map[recordAt]time.Time) {
+func (m *Manager) fetchRecordTimes(ctx context.Context, offsets map[store.TopicPartition][]int64, out map[recordAt]time.Time) {
 	topics := map[string]bool{}
 	for tp := range offsets {
 		topics[tp.Topic] = true
 	}
-	meta, err := p.admin.Metadata(ctx, slices.Collect(maps.Keys(topics))...)
+	meta, err := m.admin.Metadata(ctx, slices.Collect(maps.Keys(topics))...)
 	if err != nil {
 		return
 	}
@@ -112,7 +112,7 @@ func (p *Processor) fetchRecordTimes(ctx context.Context, offsets map[store.Topi
 			wg.Go(func() {
 				fctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 				defer cancel()
-				resp, err := p.adminCl.Broker(int(leader)).Request(fctx, req)
+				resp, err := m.kafka.Broker(int(leader)).Request(fctx, req)
 				if err != nil {
 					return
 				}

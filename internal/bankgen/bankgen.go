@@ -1,6 +1,11 @@
-package kafkatest
+// Package bankgen generates a bank-account history (deposits and withdrawals keyed by account)
+// and the balances it implies, for the demo, the benchmark and the tests, which compare what
+// kreplay projected with values computed independently of it. It imports no test code, so the
+// demo can ship in the binary.
+package bankgen
 
 import (
+	"encoding/json"
 	"fmt"
 	"hash/fnv"
 	"math/rand/v2"
@@ -24,8 +29,8 @@ type Bank struct {
 	Start      time.Time
 }
 
-// NewBank returns a generator over accounts acct-00000.. spread by key hash over partitions.
-func NewBank(topic string, partitions int32, accounts int, seed uint64) *Bank {
+// New returns a generator over accounts acct-00000.. spread by key hash over partitions.
+func New(topic string, partitions int32, accounts int, seed uint64) *Bank {
 	return &Bank{
 		Topic: topic, Partitions: partitions, Accounts: accounts,
 		rnd:      rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
@@ -87,10 +92,10 @@ func (b *Bank) Counts() map[string]int64 {
 // Total is the number of events generated so far.
 func (b *Bank) Total() int { return b.n }
 
-// BankConfig is a kreplay config for the bank topic: projection "balances" keeping the balance
+// Config is a kreplay config for the bank topic: projection "balances" keeping the balance
 // of every account; with withCount, also the number of events per account (a changed
 // definition to replay).
-func BankConfig(topic string, partitions int32, ordering string, withCount bool) string {
+func Config(topic string, partitions int32, ordering string, withCount bool) string {
 	cols, vals, set := "", "", ""
 	if withCount {
 		cols, vals, set = ", events", ", 1", ", events = b.events + 1"
@@ -122,4 +127,23 @@ projections:
       - SELECT count(*) FROM balances
       - SELECT coalesce(sum(total), 0) FROM balances
 `, topic, partitions, ordering, table, cols, vals, set)
+}
+
+// Event is a JSON envelope with kreplay's default field names.
+type Event struct {
+	ID          string    `json:"id"`
+	Type        string    `json:"type"`
+	AggregateID string    `json:"aggregate_id"`
+	Version     int64     `json:"version"`
+	CreatedAt   time.Time `json:"created_at"`
+	Data        any       `json:"data"`
+}
+
+// Record encodes ev as the value of a record for topic/partition, keyed by its aggregate.
+func Record(topic string, partition int32, ev Event) *kgo.Record {
+	b, err := json.Marshal(ev)
+	if err != nil {
+		panic(err)
+	}
+	return &kgo.Record{Topic: topic, Partition: partition, Key: []byte(ev.AggregateID), Value: b, Timestamp: ev.CreatedAt}
 }

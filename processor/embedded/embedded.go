@@ -1,4 +1,4 @@
-package processor
+package embedded
 
 import (
 	"context"
@@ -15,21 +15,21 @@ import (
 	"github.com/kreplay/kreplay/topology"
 )
 
-// Embedded is an in-process Kafka broker (franz-go's kfake: the real wire protocol, in memory),
+// Broker is an in-process Kafka broker (franz-go's kfake: the real wire protocol, in memory),
 // for development and the demo. Everything in it is lost when the process exits.
-type Embedded struct {
+type Broker struct {
 	Cluster *kfake.Cluster
 	Addrs   []string
 }
 
-// StartEmbedded starts the embedded broker on cfg.Kafka.EmbeddedListen with the config's source
+// Start starts the embedded broker on cfg.Kafka.EmbeddedListen with the config's source
 // topics created. It listens on that host (kfake itself would bind 127.0.0.1 only) and
 // advertises the address it listens on, so the host must be one address, not a wildcard. When
 // the port is taken it listens on another free port of that host, and logs it: clients that
 // dial kafka.embedded_listen (`--brokers embedded`) would not reach it.
-func StartEmbedded(cfg *topology.Config, logger *slog.Logger) (*Embedded, error) {
+func Start(cfg *topology.Config, logger *slog.Logger) (*Broker, error) {
 	listen := cfg.Kafka.EmbeddedListen
-	host, port, err := embeddedHostPort(listen)
+	host, port, err := HostPort(listen)
 	if err != nil {
 		return nil, err
 	}
@@ -59,13 +59,13 @@ func StartEmbedded(cfg *topology.Config, logger *slog.Logger) (*Embedded, error)
 	if err != nil {
 		return nil, fmt.Errorf("embedded broker on kafka.embedded_listen %q: %w", listen, err)
 	}
-	return &Embedded{Cluster: c, Addrs: c.ListenAddrs()}, nil
+	return &Broker{Cluster: c, Addrs: c.ListenAddrs()}, nil
 }
 
-// embeddedHostPort splits kafka.embedded_listen, refusing a wildcard host: the broker tells
+// HostPort splits kafka.embedded_listen, refusing a wildcard host: the broker tells
 // clients to connect to the address it listens on, and "0.0.0.0" or "::" is not one they
 // can reach from elsewhere.
-func embeddedHostPort(listen string) (string, int, error) {
+func HostPort(listen string) (string, int, error) {
 	host, p, err := net.SplitHostPort(listen)
 	if err != nil {
 		return "", 0, fmt.Errorf("kafka.embedded_listen %q: want host:port, such as 127.0.0.1:9092", listen)
@@ -82,4 +82,4 @@ func embeddedHostPort(listen string) (string, int, error) {
 }
 
 // Close stops the broker.
-func (e *Embedded) Close() { e.Cluster.Close() }
+func (e *Broker) Close() { e.Cluster.Close() }

@@ -1,4 +1,19 @@
-package processor
+// Package control is kreplay's control plane as seen from outside: the wire format of the
+// commands published on the control topic, of their outcomes and of the statuses published on
+// the status topic, and the [Client] that operators (the CLI) use to send commands and read
+// statuses. It needs only Kafka: the client links none of the engine.
+//
+// # Commands
+//
+// A command is a JSON record on the control topic, keyed by replay key:
+//
+//	{"id": "c-42", "command": "promote", "replay": "balances_v2", "options": {"wait": "5m"},
+//	 "issued_at": "2026-11-23T10:00:00Z", "issued_by": "ops@host"}
+//
+// [ParseCommand] checks one strictly. With a control secret, its value is signed with
+// HMAC-SHA256 in the kreplay-signature header ([Sign]). Its [Outcome] is published on the
+// status topic under [OutcomeKey](id), beside one record per version with its latest [Status].
+package control
 
 import (
 	"bytes"
@@ -9,6 +24,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -75,6 +91,9 @@ func NewCommandID() string {
 	return hex.EncodeToString(b[:])
 }
 
+// KnownCommand reports whether c is one of Commands.
+func KnownCommand(c string) bool { return slices.Contains(Commands, c) }
+
 // maxCommandBytes bounds a command record: anything larger is not a command.
 const maxCommandBytes = 64 << 10
 
@@ -114,11 +133,7 @@ func ParseCommand(value []byte) (*Command, error) {
 	if len(c.IssuedBy) > 200 {
 		return &c, fmt.Errorf(`issued_by of %d bytes is too long (max 200)`, len(c.IssuedBy))
 	}
-	known := false
-	for _, k := range Commands {
-		known = known || c.Command == k
-	}
-	if !known {
+	if !KnownCommand(c.Command) {
 		return &c, fmt.Errorf("unknown command %q (known: %s)", c.Command, strings.Join(Commands, ", "))
 	}
 	if c.Command == "rollback" {
@@ -150,15 +165,16 @@ func printable(r rune) rune {
 	return r
 }
 
-// decodeOptions decodes a command's options strictly into v ({} or absent: defaults).
-func decodeOptions(c *Command, v any) error {
+// DecodeOptions decodes a command's options strictly into v ({} or absent: defaults); a bad
+// option is ErrInvalid.
+func DecodeOptions(c *Command, v any) error {
 	if len(c.Options) == 0 || string(c.Options) == "null" {
 		return nil
 	}
 	dec := json.NewDecoder(bytes.NewReader(c.Options))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return invalid("%s: bad options: %v", c.Command, err)
+		return Invalid("%s: bad options: %v", c.Command, err)
 	}
 	return nil
 }

@@ -1,4 +1,4 @@
-package processor_test
+package embedded_test
 
 import (
 	"context"
@@ -11,7 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/kreplay/kreplay/processor"
+	"github.com/kreplay/kreplay/processor/embedded"
 	"github.com/kreplay/kreplay/topology"
 )
 
@@ -28,7 +28,7 @@ func embeddedConfig(t *testing.T, listen string) *topology.Config {
 // 127.0.0.1), and clients reach it at the address it advertises.
 func TestEmbeddedBrokerListensOnTheConfiguredHost(t *testing.T) {
 	t.Parallel()
-	e, err := processor.StartEmbedded(embeddedConfig(t, "127.0.0.2:0"), nil)
+	e, err := embedded.Start(embeddedConfig(t, "127.0.0.2:0"), nil)
 	require.NoError(t, err)
 	defer e.Close()
 	host, _, err := net.SplitHostPort(e.Addrs[0])
@@ -54,7 +54,7 @@ func TestEmbeddedBrokerOnATakenPortSaysWhereItListens(t *testing.T) {
 	listen := taken.Addr().String()
 
 	var logs strings.Builder
-	e, err := processor.StartEmbedded(embeddedConfig(t, listen), slog.New(slog.NewTextHandler(&logs, nil)))
+	e, err := embedded.Start(embeddedConfig(t, listen), slog.New(slog.NewTextHandler(&logs, nil)))
 	require.NoError(t, err)
 	defer e.Close()
 	require.NotEqual(t, listen, e.Addrs[0])
@@ -74,10 +74,10 @@ func TestEmbeddedBrokerOnATakenPortSaysWhereItListens(t *testing.T) {
 func TestEmbeddedBrokerRefusesAnUnusableHost(t *testing.T) {
 	t.Parallel()
 	for _, listen := range []string{":9092", "0.0.0.0:9092", "[::]:9092"} {
-		_, err := processor.StartEmbedded(embeddedConfig(t, listen), nil)
+		_, err := embedded.Start(embeddedConfig(t, listen), nil)
 		require.ErrorContains(t, err, `kafka.embedded_listen "`+listen+`": the embedded broker needs one address`)
 		require.ErrorContains(t, err, "use 127.0.0.1:9092")
 	}
-	_, err := processor.StartEmbedded(embeddedConfig(t, "192.0.2.1:0"), nil) // TEST-NET-1: not this machine's
+	_, err := embedded.Start(embeddedConfig(t, "192.0.2.1:0"), nil) // TEST-NET-1: not this machine's
 	require.ErrorContains(t, err, `embedded broker on kafka.embedded_listen "192.0.2.1:0"`)
 }

@@ -1,4 +1,4 @@
-package processor
+package lifecycle
 
 import (
 	"context"
@@ -9,57 +9,22 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 
+	"github.com/kreplay/kreplay/processor/control"
 	"github.com/kreplay/kreplay/store"
 )
 
-// Status is a version's status: the `kreplay status -o json` fields, the records of the status
-// topic and GET /api/replays.
-type Status struct {
-	Key             string            `json:"key"`
-	Projection      string            `json:"projection"`
-	State           string            `json:"state"`
-	Live            bool              `json:"live"`
-	LiveVersion     string            `json:"live_version"`     // the projection's live version
-	PreviousVersion string            `json:"previous_version"` // the one live before it ("" if none)
-	AppliedEvents   int64             `json:"applied_events"`
-	SkippedEvents   int64             `json:"skipped_events"`
-	Progress        float64           `json:"progress"`    // 0..1 of the high watermarks at start
-	ETASeconds      *float64          `json:"eta_seconds"` // null when unknown (no rate yet)
-	Rate            float64           `json:"rate"`        // events/s over the last minute
-	LagEvents       int64             `json:"lag_events"`
-	LagSeconds      float64           `json:"lag_seconds"`
-	Error           string            `json:"error"`
-	DefinitionHash  string            `json:"definition_hash"`
-	Drift           bool              `json:"drift"` // the config's definition differs from this version's snapshot
-	Options         store.Options     `json:"options"`
-	Partitions      []PartitionStatus `json:"partitions,omitempty"`
-	CreatedAt       time.Time         `json:"created_at"`
-	UpdatedAt       time.Time         `json:"updated_at"` // when this status was computed
-	RemovedAt       *time.Time        `json:"removed_at,omitempty"`
-}
-
-// PartitionStatus is a version's position in one partition.
-type PartitionStatus struct {
-	Topic         string `json:"topic"`
-	Partition     int32  `json:"partition"`
-	NextOffset    int64  `json:"next_offset"`
-	HighWatermark int64  `json:"high_watermark"`
-	TargetOffset  int64  `json:"target_offset"`
-	Lag           int64  `json:"lag"`
-}
-
 // Status computes the status of every version that is not removed (all: removed ones too),
 // from the catalog and the brokers' high watermarks.
-func (m *Manager) Status(ctx context.Context, all bool) ([]Status, error) {
-	versions, err := m.p.store.Versions(ctx)
+func (m *Manager) Status(ctx context.Context, all bool) ([]control.Status, error) {
+	versions, err := m.store.Versions(ctx)
 	if err != nil {
 		return nil, err
 	}
-	projections, err := m.p.store.Projections(ctx)
+	projections, err := m.store.Projections(ctx)
 	if err != nil {
 		return nil, err
 	}
-	cps, err := m.p.store.AllCheckpoints(ctx)
+	cps, err := m.store.AllCheckpoints(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -77,7 +42,7 @@ func (m *Manager) Status(ctx context.Context, all bool) ([]Status, error) {
 		for t := range topicSet {
 			topics = append(topics, t)
 		}
-		ends, err := m.p.admin.ListEndOffsets(ctx, topics...)
+		ends, err := m.admin.ListEndOffsets(ctx, topics...)
 		if err != nil {
 			return nil, fmt.Errorf("list end offsets: %w", err)
 		}
@@ -92,7 +57,7 @@ func (m *Manager) Status(ctx context.Context, all bool) ([]Status, error) {
 		live[pr.Name] = pr
 	}
 	now := time.Now()
-	var out []Status
+	var out []control.Status
 	var peek map[recordAt]bool
 	type lagging struct {
 		i  int
@@ -104,12 +69,12 @@ func (m *Manager) Status(ctx context.Context, all bool) ([]Status, error) {
 			continue
 		}
 		pr := live[v.Projection]
-		st := Status{
+		st := control.Status{
 			Key: v.Key, Projection: v.Projection, State: string(v.State), Live: pr.Live == v.Key,
 			LiveVersion: pr.Live, PreviousVersion: pr.Previous,
 			DefinitionHash: v.DefinitionHash, Options: v.Options, CreatedAt: v.CreatedAt, UpdatedAt: now, RemovedAt: v.RemovedAt,
 		}
-		if def, err := m.p.cfg.Definition(v.Projection); err == nil {
+		if def, err := m.cfg.Definition(v.Projection); err == nil {
 			st.Drift = def.Hash() != v.DefinitionHash
 		}
 		if v.Error != nil {
@@ -130,7 +95,7 @@ func (m *Manager) Status(ctx context.Context, all bool) ([]Status, error) {
 					if !ok && v.State != store.StateCreated {
 						c = store.Checkpoint{Topic: tp.Topic, Partition: tp.Partition} // a partition added since the start
 					}
-					ps := PartitionStatus{Topic: tp.Topic, Partition: tp.Partition, NextOffset: c.NextOffset,
+					ps := control.PartitionStatus{Topic: tp.Topic, Partition: tp.Partition, NextOffset: c.NextOffset,
 						HighWatermark: hwm, TargetOffset: c.TargetOffset, Lag: max(0, hwm-c.NextOffset)}
 					st.Partitions = append(st.Partitions, ps)
 					st.LagEvents += ps.Lag
@@ -180,7 +145,7 @@ func (m *Manager) Status(ctx context.Context, all bool) ([]Status, error) {
 		out = append(out, st)
 	}
 	if len(peek) > 0 {
-		times := m.p.recordTimes(ctx, peek)
+		times := m.recordTimes(ctx, peek)
 		for _, l := range lags {
 			if ts, ok := times[l.at]; ok {
 				out[l.i].LagSeconds = max(out[l.i].LagSeconds, now.Sub(ts).Seconds(), 0)
@@ -191,7 +156,7 @@ func (m *Manager) Status(ctx context.Context, all bool) ([]Status, error) {
 }
 
 // VersionStatus is one version's status.
-func (m *Manager) VersionStatus(ctx context.Context, key string) (*Status, error) {
+func (m *Manager) VersionStatus(ctx context.Context, key string) (*control.Status, error) {
 	if _, err := m.version(ctx, key); err != nil {
 		return nil, err
 	}
@@ -204,7 +169,7 @@ func (m *Manager) VersionStatus(ctx context.Context, key string) (*Status, error
 			return &all[i], nil
 		}
 	}
-	return nil, invalid("unknown replay %q", key)
+	return nil, control.Invalid("unknown replay %q", key)
 }
 
 // rateTracker estimates each version's apply rate from samples of its applied count.
@@ -240,20 +205,12 @@ func (r *rateTracker) observe(key string, at time.Time, n int64) float64 {
 	return float64(n-first.n) / dt
 }
 
-// LagReport is how far a version is behind the brokers: `kreplay lag`.
-type LagReport struct {
-	Key        string            `json:"key"`
-	LagEvents  int64             `json:"lag_events"`
-	LagSeconds float64           `json:"lag_seconds"`
-	Partitions []PartitionStatus `json:"partitions"`
-}
-
 // Lag reports a version's lag: high watermark minus next offset per partition, their sum, and
 // the age of its oldest event not applied.
-func (m *Manager) Lag(ctx context.Context, key string) (*LagReport, error) {
+func (m *Manager) Lag(ctx context.Context, key string) (*control.LagReport, error) {
 	st, err := m.VersionStatus(ctx, key)
 	if err != nil {
 		return nil, err
 	}
-	return &LagReport{Key: st.Key, LagEvents: st.LagEvents, LagSeconds: st.LagSeconds, Partitions: st.Partitions}, nil
+	return &control.LagReport{Key: st.Key, LagEvents: st.LagEvents, LagSeconds: st.LagSeconds, Partitions: st.Partitions}, nil
 }

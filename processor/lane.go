@@ -1,0 +1,354 @@
+package processor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/kreplay/kreplay/store"
+	"github.com/kreplay/kreplay/topology"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// lane merges (ordering: global) or gathers (ordering: partition) the records of its partitions
+// into batches and applies them on a connection of its own. While its applier commits batch N,
+// its collector prepares batch N+1.
+type lane struct {
+	s       *session
+	idx     int
+	parts   []*partition
+	merger  *merger // nil for ordering: partition
+	rr      int
+	wake    chan struct{}
+	batches chan laneBatch
+	applier *store.Applier
+	bufs    [2]batch
+	preps   [2]*store.Prepared // the collector prepares batch N+1 while the applier executes N
+	cur     int
+	late    int64 // late events already counted
+}
+
+// laneBatch is a batch handed from a lane's collector to its applier, and, unless it holds a
+// poison record, the batch prepared for PostgreSQL.
+type laneBatch struct {
+	b    batch
+	prep *store.Prepared
+}
+
+// batch is a lane's batch: the items in the order they are applied and, by index, each one's
+// record (kept for dead letters) and decode error (a poison record).
+type batch struct {
+	items []store.Item
+	recs  []*kgo.Record
+	derrs []error
+}
+
+func (b *batch) len() int { return len(b.items) }
+
+func (b *batch) reset() {
+	clear(b.items) // drop references for the GC
+	clear(b.recs)
+	clear(b.derrs)
+	b.items, b.recs, b.derrs = b.items[:0], b.recs[:0], b.derrs[:0]
+}
+
+func (b *batch) add(e entry) {
+	b.items = append(b.items, e.item)
+	b.recs = append(b.recs, e.rec)
+	b.derrs = append(b.derrs, e.derr)
+}
+
+// slice is items i..j-1 (sharing the arrays).
+func (b batch) slice(i, j int) batch {
+	return batch{items: b.items[i:j], recs: b.recs[i:j], derrs: b.derrs[i:j]}
+}
+
+func (b *batch) poisoned() bool {
+	for _, err := range b.derrs {
+		if err != nil {
+			return true
+		}
+	}
+	return false
+}
+
+type partitionStart struct {
+	next, target, end int64
+}
+
+func (l *lane) kick() {
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+// gather takes the next batch in the lane's order into buf, up to the batch size. wake is when
+// the merge may go on without new input (zero: wait for input).
+func (l *lane) gather(buf *batch, limit int) (wake time.Time) {
+	s := l.s
+	now := time.Now()
+	var resume []*partition
+	s.mu.Lock()
+	if l.merger != nil {
+		l.merger.refresh()
+		for buf.len() < limit {
+			e, w, ok := l.merger.next(now)
+			if !ok {
+				wake = w
+				break
+			}
+			buf.add(e)
+		}
+	} else {
+		for range len(l.parts) {
+			p := l.parts[l.rr%len(l.parts)]
+			l.rr++
+			for buf.len() < limit && p.eligible() {
+				buf.add(p.pop(now))
+			}
+			if buf.len() >= limit {
+				break
+			}
+		}
+	}
+	for _, p := range l.parts {
+		if p.paused && p.len() < s.highWater/4 {
+			p.paused = false
+			resume = append(resume, p)
+		}
+	}
+	var late int64
+	if l.merger != nil {
+		late = l.merger.late - l.late
+		l.late = l.merger.late
+	}
+	s.mu.Unlock()
+	if resume != nil {
+		s.syncFetch(resume)
+	}
+	if late > 0 {
+		s.r.m.late.Add(float64(late))
+	}
+	return wake
+}
+
+// collect gathers batches and hands them to the applier, prepared for PostgreSQL: while the
+// applier executes batch N, batch N+1 is gathered and prepared. While the applier is busy, a
+// batch keeps growing with newly arrived records, up to the batch size.
+func (l *lane) collect(ctx context.Context) {
+	defer close(l.batches)
+	limit := l.s.r.p.projectionConfig(l.s.r.version().Projection).BatchSize
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		buf := &l.bufs[l.cur]
+		buf.reset()
+		wake := l.gather(buf, limit)
+		if buf.len() == 0 {
+			var tc <-chan time.Time
+			if !wake.IsZero() {
+				timer.Reset(time.Until(wake))
+				tc = timer.C
+			}
+			select {
+			case <-l.wake:
+			case <-tc:
+			case <-ctx.Done():
+				return
+			}
+			continue
+		}
+		prepared := -1 // buf.len() when last prepared
+		for sent := false; !sent; {
+			prep := l.preps[l.cur]
+			if prepared != buf.len() && !buf.poisoned() {
+				l.applier.Prepare(prep, l.s.gen, buf.items)
+				prepared = buf.len()
+			}
+			if prepared != buf.len() {
+				prep = nil // a poison record: the applier handles the batch itself
+			}
+			select {
+			case l.batches <- laneBatch{b: *buf, prep: prep}:
+				l.cur = 1 - l.cur
+				sent = true
+			case <-l.wake:
+				if buf.len() < limit {
+					l.gather(buf, limit)
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	}
+}
+
+// applyLoop applies the batches the collector prepares until it stops, or until a batch fails
+// for a reason the lane cannot retry (then the caller stops the session and drains).
+func (l *lane) applyLoop(ctx context.Context) error {
+	for b := range l.batches {
+		if err := l.apply(ctx, b.b, b.prep); err != nil {
+			if ctx.Err() != nil {
+				return nil //nolint:nilerr // shutting down: the batch is retried by whoever owns the partitions next
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// drain empties the lane's batches until the collector, which the session stopped, closes
+// them, so that the collector is never blocked on a send.
+func (l *lane) drain() {
+	for range l.batches { //nolint:revive // draining
+	}
+}
+
+// apply applies one batch in as few transactions as the on_error policy allows: a poison
+// record (undecodable, or refused by its handler) splits it; the part before is applied, the
+// poison record is failed, skipped or dead-lettered, and the rest follows.
+func (l *lane) apply(ctx context.Context, b batch, prep *store.Prepared) error {
+	if prep != nil {
+		err := l.execute(ctx, b, func() (store.ApplyResult, error) { return l.applier.Execute(ctx, prep) })
+		var herr *store.HandlerError
+		if !errors.As(err, &herr) {
+			return err
+		}
+		b.derrs[herr.Index] = herr // the slow path below applies the part before it, then it
+	}
+	rest := b
+	for rest.len() > 0 {
+		if rest.derrs[0] != nil {
+			if err := l.poison(ctx, rest, 0); err != nil {
+				return err
+			}
+			continue // item 0 is now a skipped item
+		}
+		n := 1
+		for n < rest.len() && rest.derrs[n] == nil {
+			n++
+		}
+		part := rest.slice(0, n)
+		err := l.execute(ctx, part, func() (store.ApplyResult, error) { return l.applier.Apply(ctx, l.s.gen, part.items) })
+		var herr *store.HandlerError
+		switch {
+		case errors.As(err, &herr):
+			rest.derrs[herr.Index] = herr // applied next turn: the part before it, then it
+		case err != nil:
+			return err
+		default:
+			rest = rest.slice(n, rest.len())
+		}
+	}
+	return nil
+}
+
+// execute runs one transaction of entries (send), retrying transient failures with backoff, and
+// records what it applied.
+func (l *lane) execute(ctx context.Context, b batch, send func() (store.ApplyResult, error)) error {
+	s := l.s
+	backoff := 100 * time.Millisecond
+	for {
+		start := time.Now()
+		res, err := send()
+		if err == nil {
+			s.r.p.health.postgres(true, nil)
+			s.r.m.batchDuration.Observe(time.Since(start).Seconds())
+			s.r.m.batchEvents.Observe(float64(b.len()))
+			l.committed(b, res)
+			return nil
+		}
+		switch {
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case errors.Is(err, store.ErrAlreadyApplied):
+			// An earlier send committed, and its acknowledgement was lost with the connection.
+			s.log.Warn("batch was committed by an earlier attempt; not applying it again", "err", err)
+			l.committed(b, store.ApplyResult{})
+			return nil
+		case errors.Is(err, store.ErrFenced):
+			s.r.m.fenced.Inc()
+			s.log.Warn("fenced: this member's partitions were reassigned; dropping the batch", "err", err)
+			return errSessionOver
+		case errors.Is(err, store.ErrNotRunning):
+			s.log.Info("version stopped running; dropping the batch", "err", err)
+			return errSessionOver
+		case store.IsTransient(err):
+			s.r.p.health.postgres(false, err)
+			s.log.Warn("apply failed; retrying", "err", err, "backoff", backoff)
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			backoff = min(backoff*2, 5*time.Second)
+		default:
+			return err
+		}
+	}
+}
+
+// committed records what a committed batch applied.
+func (l *lane) committed(b batch, res store.ApplyResult) {
+	s := l.s
+	var applied int64
+	for i := range b.items {
+		if b.items[i].Kind == store.ItemEvent {
+			applied++
+		}
+	}
+	s.mu.Lock()
+	for i := range b.items {
+		it := &b.items[i]
+		p := s.parts[store.TopicPartition{Topic: it.Event.Topic, Partition: it.Event.Partition}]
+		p.committed = max(p.committed, it.Next)
+	}
+	wasCaughtUp := s.caughtUp.Load()
+	s.caughtUp.Store(s.allCaughtUp())
+	s.mu.Unlock()
+	s.r.m.applied.Add(float64(applied))
+	if !wasCaughtUp && s.caughtUp.Load() {
+		s.log.Info("caught up with the start watermarks", "state", res.State)
+	}
+	s.r.observeState(res.State)
+	select {
+	case s.commitKick <- struct{}{}:
+	default:
+	}
+}
+
+// poison applies the version's on_error policy to a record that cannot be applied.
+func (l *lane) poison(ctx context.Context, b batch, i int) error {
+	s := l.s
+	v := s.r.version()
+	ev := &b.items[i].Event
+	derr := b.derrs[i]
+	reason := "decode"
+	var herr *store.HandlerError
+	if errors.As(derr, &herr) {
+		reason = "handler"
+	}
+	policy := v.Definition.OnError
+	s.r.m.failed(reason, string(policy)).Inc()
+	where := []any{"topic", ev.Topic, "partition", ev.Partition, "offset", ev.Offset, "reason", derr}
+	switch policy {
+	case topology.OnErrorSkip:
+		s.log.Warn("skipping a poison event (on_error: skip)", where...)
+	case topology.OnErrorDeadLetter:
+		if err := s.r.p.deadLetter(ctx, v, b.recs[i], ev, derr); err != nil {
+			return err
+		}
+		s.log.Warn("dead-lettered a poison event (on_error: dead_letter)", where...)
+	default:
+		verr := store.VersionError{Reason: fmt.Sprintf("%s error: %v", reason, derr), Topic: ev.Topic, Partition: ev.Partition, Offset: ev.Offset}
+		if err := s.r.p.catalog("mark the version failed").Do(ctx, func(ctx context.Context) error { return s.r.fail(ctx, verr) }); err != nil {
+			return err
+		}
+		return errVersionFailed
+	}
+	b.items[i].Kind = store.ItemSkipped
+	b.derrs[i] = nil
+	return nil
+}
