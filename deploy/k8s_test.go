@@ -287,6 +287,8 @@ func TestKubernetesManifests(t *testing.T) {
 		}
 		require.Contains(t, v, "CHANGE-ME", "the example Secret's %s must be an obvious placeholder", k)
 	}
+	// Applied as is, the example must not turn on signing with a placeholder everyone knows.
+	require.NotContains(t, secret.StringData, "KREPLAY_CONTROL_SECRET")
 
 	// The ConfigMap's kreplay.yaml is a valid serve config with the Secret's settings, the
 	// same sources and projections as deploy/kreplay.yaml, and HTTP on the container port.

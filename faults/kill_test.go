@@ -46,7 +46,8 @@ func TestFaultSIGKILL(t *testing.T) {
 	for i := range kills {
 		s := e.startServe()
 		var wg sync.WaitGroup
-		wg.Go(func() { e.produce(1000 + rnd.IntN(2000)) })
+		n := 1000 + rnd.IntN(2000) // rnd is the test goroutine's only
+		wg.Go(func() { e.produce(n) })
 		action := []string{"batch", "replay", "promote", "remove"}[i%4]
 		keys := e.strings("SELECT key FROM kreplay.versions WHERE projection = 'balances' AND state IN ('tailing', 'retired', 'replaying') ORDER BY key")
 		switch action {

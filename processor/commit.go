@@ -30,7 +30,7 @@ func (s *session) commitKafka(ctx context.Context, final bool) {
 	offsets := map[string]map[int32]kgo.EpochOffset{}
 	s.mu.Lock()
 	for tp, p := range s.parts {
-		if p.committed > s.lastCommitted[tp] || (final && p.committed > 0) {
+		if p.committed != s.lastCommitted[tp] || (final && p.committed > 0) {
 			if offsets[tp.Topic] == nil {
 				offsets[tp.Topic] = map[int32]kgo.EpochOffset{}
 			}
@@ -74,4 +74,12 @@ func firstCommitError(resp *kmsg.OffsetCommitResponse, err error) error {
 		}
 	}
 	return nil
+}
+
+// kickCommit asks the commit loop for a commit (coalesced with any pending one).
+func (s *session) kickCommit() {
+	select {
+	case s.commitKick <- struct{}{}:
+	default:
+	}
 }

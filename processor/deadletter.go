@@ -5,11 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/kreplay/kreplay/internal/kafkaconn"
-	"github.com/kreplay/kreplay/internal/retry"
 	"github.com/kreplay/kreplay/store"
 	"github.com/kreplay/kreplay/topology"
 )
@@ -45,12 +44,14 @@ func (p *Processor) deadLetter(ctx context.Context, v *store.Version, rec *kgo.R
 		),
 		Timestamp: rec.Timestamp,
 	}
-	// Retriable Kafka errors are retried (the broker may come back; the version waits rather
-	// than loses the record); a refusal (an ACL, a record too large) is final.
-	return retry.Policy{Retryable: kafkaconn.Retriable, Log: p.retries, What: "dead letter to " + out.Topic}.Do(ctx, func(ctx context.Context) error {
-		if err := p.producer.ProduceSync(ctx, out).FirstErr(); err != nil {
-			return fmt.Errorf("dead letter to %s: %w", out.Topic, err)
-		}
-		return nil
-	})
+	// franz-go retries what Kafka calls retriable; the caller retries the rest, saying why.
+	ctx, cancel := context.WithTimeout(ctx, deadLetterTimeout)
+	defer cancel()
+	if err := p.producer.ProduceSync(ctx, out).FirstErr(); err != nil {
+		return fmt.Errorf("dead letter to %s: %w", out.Topic, err)
+	}
+	return nil
 }
+
+// deadLetterTimeout bounds one attempt to write a dead letter.
+const deadLetterTimeout = 30 * time.Second

@@ -151,7 +151,7 @@ func TestFetchesPausedBeforeARebalanceResumeAfterIt(t *testing.T) {
 		eventually(t, 30*time.Second, func() bool { return applied() > before+500 || b.caughtUp("balances_v1", topic) },
 			"no progress after rebalance %d (a partition stayed paused?): %v", i, b.checkpoints("balances_v1", topic))
 	}
-	eventually(t, 60*time.Second, func() bool { return b.caughtUp("balances_v1", topic) }, "balances_v1 did not catch up: %v", b.checkpoints("balances_v1", topic))
+	eventually(t, 120*time.Second, func() bool { return b.caughtUp("balances_v1", topic) }, "balances_v1 did not catch up: %v", b.checkpoints("balances_v1", topic))
 	require.Equal(t, bank.Balances(), b.balances("public"))
 	require.Equal(t, int64(bank.Total()), applied())
 	require.NoError(t, a.stop())

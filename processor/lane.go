@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/kreplay/kreplay/internal/retry"
 	"github.com/kreplay/kreplay/store"
 	"github.com/kreplay/kreplay/topology"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -75,6 +76,10 @@ func (b *batch) poisoned() bool {
 
 type partitionStart struct {
 	next, target, end int64
+	// committed is the offset the group had committed (-1: none): where lag tools see the
+	// version. When it is not next (a member died between its PostgreSQL and Kafka commits),
+	// the session commits next at once, so that lag tools converge even if no event comes.
+	committed int64
 }
 
 func (l *lane) kick() {
@@ -245,11 +250,21 @@ func (l *lane) apply(ctx context.Context, b batch, prep *store.Prepared) error {
 	return nil
 }
 
-// execute runs one transaction of entries (send), retrying transient failures with backoff, and
-// records what it applied.
+// timeoutsBeforeFailing is how many attempts in a row of one batch may time out (statement
+// timeout) before the version fails: a statement that times out every time will not succeed by
+// itself, and its version must say so rather than retry in silence.
+const timeoutsBeforeFailing = 5
+
+// execute runs one transaction of entries (send), and records what it applied. A failure that is
+// not the events' own (see store.IsPoison) is retried with backoff, without advancing: a
+// connection lost, a server restarting, a column renamed away, a privilege revoked, a read-only
+// database. While it retries, the version says why in status (error), the log and
+// kreplay_apply_retries_total; it goes on by itself once the environment is fixed. A statement
+// that times out on every attempt fails the version.
 func (l *lane) execute(ctx context.Context, b batch, send func() (store.ApplyResult, error)) error {
 	s := l.s
-	backoff := 100 * time.Millisecond
+	backoff := retry.NewBackoff(100*time.Millisecond, 5*time.Second)
+	timeouts, failures := 0, 0
 	for {
 		start := time.Now()
 		res, err := send()
@@ -257,12 +272,18 @@ func (l *lane) execute(ctx context.Context, b batch, send func() (store.ApplyRes
 			s.r.p.health.postgres(true, nil)
 			s.r.m.batchDuration.Observe(time.Since(start).Seconds())
 			s.r.m.batchEvents.Observe(float64(b.len()))
+			if failures > 0 {
+				s.r.recovered(ctx, failures)
+			}
 			l.committed(b, res)
 			return nil
 		}
+		var herr *store.HandlerError
 		switch {
 		case ctx.Err() != nil:
 			return ctx.Err()
+		case errors.As(err, &herr):
+			return err // the event's own fault: on_error decides (see apply)
 		case errors.Is(err, store.ErrAlreadyApplied):
 			// An earlier send committed, and its acknowledgement was lost with the connection.
 			s.log.Warn("batch was committed by an earlier attempt; not applying it again", "err", err)
@@ -275,17 +296,28 @@ func (l *lane) execute(ctx context.Context, b batch, send func() (store.ApplyRes
 		case errors.Is(err, store.ErrNotRunning):
 			s.log.Info("version stopped running; dropping the batch", "err", err)
 			return errSessionOver
-		case store.IsTransient(err):
-			s.r.p.health.postgres(false, err)
-			s.log.Warn("apply failed; retrying", "err", err, "backoff", backoff)
-			select {
-			case <-time.After(backoff):
-			case <-ctx.Done():
-				return ctx.Err()
+		}
+		failures++
+		if store.IsStatementTimeout(err) {
+			timeouts++
+		} else {
+			timeouts = 0
+		}
+		if timeouts >= timeoutsBeforeFailing {
+			it := b.items[0].Event
+			verr := store.VersionError{Reason: fmt.Sprintf("a batch timed out on %d attempts in a row (%v); raise PostgreSQL's statement_timeout for kreplay's roles, or fix what makes the statement slow, then resume", timeouts, err),
+				Topic: it.Topic, Partition: it.Partition, Offset: it.Offset}
+			if ferr := s.r.p.catalog("mark the version failed").Do(ctx, func(ctx context.Context) error { return s.r.fail(ctx, verr) }); ferr != nil {
+				return ferr
 			}
-			backoff = min(backoff*2, 5*time.Second)
-		default:
-			return err
+			return errVersionFailed
+		}
+		if store.IsTransient(err) {
+			s.r.p.health.postgres(false, err)
+		}
+		s.r.stalled(ctx, err)
+		if !retry.Sleep(ctx, backoff.Next()) {
+			return ctx.Err()
 		}
 	}
 }
@@ -313,10 +345,7 @@ func (l *lane) committed(b batch, res store.ApplyResult) {
 		s.log.Info("caught up with the start watermarks", "state", res.State)
 	}
 	s.r.observeState(res.State)
-	select {
-	case s.commitKick <- struct{}{}:
-	default:
-	}
+	s.kickCommit()
 }
 
 // poison applies the version's on_error policy to a record that cannot be applied.
@@ -337,12 +366,29 @@ func (l *lane) poison(ctx context.Context, b batch, i int) error {
 	case topology.OnErrorSkip:
 		s.log.Warn("skipping a poison event (on_error: skip)", where...)
 	case topology.OnErrorDeadLetter:
-		if err := s.r.p.deadLetter(ctx, v, b.recs[i], ev, derr); err != nil {
-			return err
+		// A dead letter Kafka refuses (an ACL, a record too large) is the environment's problem:
+		// the version waits, says why, and never moves past the record without it.
+		for backoff := retry.NewBackoff(time.Second, 30*time.Second); ; {
+			err := s.r.p.deadLetter(ctx, v, b.recs[i], ev, derr)
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			s.r.stalled(ctx, err)
+			if !retry.Sleep(ctx, backoff.Next()) {
+				return ctx.Err()
+			}
 		}
 		s.log.Warn("dead-lettered a poison event (on_error: dead_letter)", where...)
 	default:
-		verr := store.VersionError{Reason: fmt.Sprintf("%s error: %v", reason, derr), Topic: ev.Topic, Partition: ev.Partition, Offset: ev.Offset}
+		detail := derr.Error()
+		var decodeErr *topology.DecodeError
+		if errors.As(derr, &decodeErr) {
+			detail = decodeErr.Detail() // the version error says where
+		}
+		verr := store.VersionError{Reason: reason + " error: " + detail, Topic: ev.Topic, Partition: ev.Partition, Offset: ev.Offset}
 		if err := s.r.p.catalog("mark the version failed").Do(ctx, func(ctx context.Context) error { return s.r.fail(ctx, verr) }); err != nil {
 			return err
 		}

@@ -16,6 +16,7 @@ type metrics struct {
 	batchDuration *prometheus.HistogramVec
 	batchEvents   *prometheus.HistogramVec
 	fenced        *prometheus.CounterVec
+	retries       *prometheus.CounterVec
 	up            *prometheus.GaugeVec
 }
 
@@ -35,10 +36,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Events per apply transaction.", Buckets: prometheus.ExponentialBuckets(1, 4, 8)}, pv),
 		fenced: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kreplay_fenced_batches_total",
 			Help: "Batches refused because this member no longer owned their partitions (a newer group generation claimed them): nothing was written."}, pv),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kreplay_apply_retries_total",
+			Help: "Batches that failed for a reason of the environment and were retried without advancing (cause: sqlstate_<class>, connection, other)."},
+			append(pv, "cause")),
 		up: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "kreplay_dependency_up",
 			Help: "1 when the dependency (kafka, postgres) answered at the last check."}, []string{"dependency"}),
 	}
-	reg.MustRegister(m.applied, m.failed, m.late, m.batchDuration, m.batchEvents, m.fenced, m.up)
+	reg.MustRegister(m.applied, m.failed, m.late, m.batchDuration, m.batchEvents, m.fenced, m.retries, m.up)
 	return m
 }
 
@@ -65,6 +69,10 @@ func (m *metrics) version(projection, key string, policy topology.OnError) *vers
 		batchEvents:   m.batchEvents.WithLabelValues(projection, key),
 		fenced:        m.fenced.WithLabelValues(projection, key),
 	}
+}
+
+func (v *versionMetrics) retries(cause string) prometheus.Counter {
+	return v.m.retries.WithLabelValues(v.labels[0], v.labels[1], cause)
 }
 
 func (v *versionMetrics) failed(reason, policy string) prometheus.Counter {

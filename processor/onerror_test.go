@@ -17,6 +17,7 @@ import (
 
 	"github.com/kreplay/kreplay/internal/bankgen"
 	"github.com/kreplay/kreplay/processor"
+	"github.com/kreplay/kreplay/store"
 	"github.com/kreplay/kreplay/store/storetest"
 )
 
@@ -173,4 +174,31 @@ func (l *logBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// A statement that times out on every attempt (PostgreSQL's statement_timeout) does not succeed
+// by retrying in silence: after a few attempts in a row the version fails, saying so, at the
+// event it was applying, and nothing of the batch is written.
+func TestAStatementThatAlwaysTimesOutFailsItsVersion(t *testing.T) {
+	t.Parallel()
+	const topic = "bank.accounts"
+	b := setup(t, map[string]int32{topic: 4})
+	bank := bankgen.New(topic, 4, 50, 5)
+	b.kafka.Produce(bank.Events(100)...)
+	slow := strings.Replace(onErrorProjection("slow", "skip"),
+		"MoneyWithdrawn: INSERT INTO slow_balances AS b VALUES (@aggregate_id, -(@data->>'amount')::bigint)",
+		"MoneyWithdrawn: INSERT INTO slow_balances AS b SELECT @aggregate_id, -(@data->>'amount')::bigint FROM pg_sleep(1)", 1)
+	cfg := b.config(fmt.Sprintf(onErrorConfig, slow))
+	sep := "?"
+	if strings.Contains(cfg.Postgres.URL, "?") {
+		sep = "&"
+	}
+	cfg.Postgres.URL += sep + "options=-c%20statement_timeout%3D200"
+	b.start(cfg)
+	eventually(t, 60*time.Second, func() bool { return b.state("slow_v1") == store.StateFailed }, "slow_v1 did not fail")
+	var reason string
+	require.NoError(t, b.db.QueryRow(context.Background(), "SELECT error FROM kreplay.versions WHERE key = 'slow_v1'").Scan(&reason))
+	require.Contains(t, reason, "timed out on 5 attempts in a row")
+	require.Contains(t, reason, "57014")
+	require.Zero(t, b.scalar("SELECT coalesce(sum(skipped_events), 0) FROM kreplay.checkpoints WHERE version = 'slow_v1'"), "a timeout is not a poison event")
 }

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -233,7 +234,7 @@ func (p *Processor) setup(ctx context.Context) error {
 		cfg.Kafka.Brokers = b.Addrs
 		p.log.Info("embedded Kafka broker started (in memory: its data is lost at exit)", "addr", b.Addrs[0])
 	}
-	kopts, err := kafkaconn.Opts(cfg.Kafka, cfg.Kafka.Brokers, cfg.Kafka.ClientID, kafkaconn.MinLevel(p.log, slog.LevelWarn))
+	kopts, err := kafkaconn.Opts(cfg.Kafka, cfg.Kafka.Brokers, cfg.Kafka.ClientID, kafkaconn.Quiet(p.log, slog.LevelWarn, time.Minute))
 	if err != nil {
 		return err
 	}
@@ -275,11 +276,30 @@ func (p *Processor) setup(ctx context.Context) error {
 		ClientOpts: p.kafkaOpts(cfg.Kafka.ClientID + "-control"),
 	}, p.store, p.producer, p.mgr, p.log, p.reg)
 
-	var errs []error
+	// What PostgreSQL refuses about the config stops serve; a passing failure (a connection
+	// terminated, the server restarting, a broker not answering) is waited out.
+	if err := p.waitFor(ctx, "postgres", p.validate, store.IsTransient); err != nil {
+		return err
+	}
 	for _, pc := range cfg.Projections {
-		def, err := cfg.Definition(pc.Name)
+		if err := p.waitFor(ctx, "projection "+pc.Name+" to start", func(ctx context.Context) error { return p.mgr.Bootstrap(ctx, pc.Name) }, transientAtStart); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// validate checks every projection of the config against PostgreSQL; it returns a transient
+// error as is (to be retried), and every refusal joined.
+func (p *Processor) validate(ctx context.Context) error {
+	var errs []error
+	for _, pc := range p.cfg.Projections {
+		def, err := p.cfg.Definition(pc.Name)
 		if err == nil {
 			err = p.store.ValidateDefinition(ctx, def)
+		}
+		if store.IsTransient(err) {
+			return err
 		}
 		if err != nil {
 			errs = append(errs, err)
@@ -288,21 +308,37 @@ func (p *Processor) setup(ctx context.Context) error {
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("config refused by PostgreSQL (no version was started):\n%w", err)
 	}
-	for _, pc := range cfg.Projections {
-		if err := p.mgr.Bootstrap(ctx, pc.Name); err != nil {
-			return err
-		}
-	}
 	return nil
 }
 
+// transientAtStart says whether a failure to start a projection may pass: PostgreSQL's
+// connection or server, or Kafka not answering; not a refusal of the request or of the config.
+func transientAtStart(err error) bool {
+	var pgErr *pgconn.PgError
+	switch {
+	case errors.Is(err, control.ErrInvalid):
+		return false
+	case errors.As(err, &pgErr), store.IsTransient(err):
+		return store.IsTransient(err)
+	}
+	return kafkaconn.Retriable(err)
+}
+
 // waitFor runs fn until it succeeds, logging while a dependency is unreachable; an error
-// retryable rejects (a wrong password, say) ends the wait at once.
+// retryable rejects (a wrong password, say) ends the wait at once. An attempt that takes longer
+// than 30s is abandoned and retried.
 func (p *Processor) waitFor(ctx context.Context, what string, fn func(context.Context) error, retryable func(error) bool) error {
-	return retry.Policy{Retryable: retryable, Log: p.retries, What: "waiting for " + what + ": connect", Max: 5 * time.Second}.Do(ctx, func(ctx context.Context) error {
-		actx, cancel := context.WithTimeout(ctx, 8*time.Second)
+	timedOut := errors.New("no answer within 30s")
+	return retry.Policy{Log: p.retries, What: "waiting for " + what, Max: 5 * time.Second, Retryable: func(err error) bool {
+		return errors.Is(err, timedOut) || retryable(err)
+	}}.Do(ctx, func(ctx context.Context) error {
+		actx, cancel := context.WithTimeoutCause(ctx, 30*time.Second, timedOut)
 		defer cancel()
-		return fn(actx)
+		err := fn(actx)
+		if err != nil && ctx.Err() == nil && errors.Is(context.Cause(actx), timedOut) {
+			return fmt.Errorf("%w: %w", timedOut, err)
+		}
+		return err
 	})
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/kreplay/kreplay/internal/retry"
 	"github.com/kreplay/kreplay/internal/startstop"
 	"github.com/kreplay/kreplay/store"
 	"github.com/kreplay/kreplay/topology"
@@ -91,10 +92,14 @@ func (p *Processor) stopAllRunners() {
 // listen forwards catalog notifications (LISTEN kreplay_catalog) until ctx ends, reconnecting
 // after failures.
 func (p *Processor) listen(ctx context.Context, notes chan<- struct{}) {
+	backoff := retry.NewBackoff(time.Second, 30*time.Second)
 	for ctx.Err() == nil {
 		conn, err := p.store.Pool().Acquire(ctx)
 		if err == nil {
 			_, err = conn.Exec(ctx, "LISTEN "+store.NotifyChannel)
+			if err == nil {
+				backoff.Reset()
+			}
 			for err == nil {
 				_, err = conn.Conn().WaitForNotification(ctx)
 				if err == nil {
@@ -109,10 +114,7 @@ func (p *Processor) listen(ctx context.Context, notes chan<- struct{}) {
 		if ctx.Err() == nil {
 			p.retries.Failed("listen to catalog notifications", err)
 		}
-		select {
-		case <-time.After(time.Second):
-		case <-ctx.Done():
-		}
+		retry.Sleep(ctx, backoff.Next()) // meanwhile reconcile runs every reconcileEvery anyway
 	}
 }
 

@@ -8,9 +8,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/kreplay/kreplay/internal/retry"
 	"github.com/kreplay/kreplay/internal/startstop"
 	"github.com/kreplay/kreplay/processor/lifecycle"
 	"github.com/kreplay/kreplay/store"
@@ -36,6 +38,49 @@ type runner struct {
 
 	g   *startstop.Group // the runner's goroutine (see run)
 	ctx context.Context  // g's
+
+	stallMu       sync.Mutex
+	stallReported time.Time // when the catalog was last told why the version does not advance
+}
+
+// stallReportEvery is how often a version that keeps failing for a reason of the environment
+// tells the catalog (and so status) why; status shows the reason while it is fresher than
+// three times that.
+const stallReportEvery = 30 * time.Second
+
+// stalled reports a batch that failed for a reason of the environment and will be retried: a
+// metric at once, the log at once and then once a minute per cause, and the catalog (for
+// status) every stallReportEvery. Reporting never holds the batch up for long.
+func (r *runner) stalled(ctx context.Context, err error) {
+	r.m.retries(store.Cause(err)).Inc()
+	r.p.retries.Failed("apply a batch of "+r.key, err, "projection", r.version().Projection, "version", r.key)
+	r.stallMu.Lock()
+	due := time.Since(r.stallReported) >= stallReportEvery
+	if due {
+		r.stallReported = time.Now()
+	}
+	r.stallMu.Unlock()
+	if due {
+		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		_ = r.p.store.SetStalled(sctx, r.key, "retrying: "+err.Error()) // PostgreSQL may be the problem
+	}
+}
+
+// recovered notes that a batch committed after failures.
+func (r *runner) recovered(ctx context.Context, failures int) {
+	r.p.retries.Recovered("apply a batch of "+r.key, failures, "projection", r.version().Projection, "version", r.key)
+	r.stallMu.Lock()
+	reported := !r.stallReported.IsZero()
+	r.stallReported = time.Time{}
+	r.stallMu.Unlock()
+	if reported {
+		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if err := r.p.store.SetStalled(sctx, r.key, ""); err != nil {
+			r.log.Warn("could not clear the version's stalled reason; status shows it until it is older than a minute and a half", "err", err)
+		}
+	}
 }
 
 // startRunner starts this instance's member of a running version's group, under the
@@ -90,27 +135,24 @@ func (r *runner) stop() { r.g.Stop() }
 // run runs memberships of the group (consume) one after the other until the runner stops,
 // backing off after a membership that ended with an error.
 func (r *runner) run() {
-	backoff := time.Second
+	backoff := retry.NewBackoff(time.Second, 30*time.Second)
 	for r.ctx.Err() == nil {
 		began := time.Now()
 		restart, err := r.consume()
 		if time.Since(began) > time.Minute {
-			backoff = time.Second // a membership that worked for a while starts the backoff over
+			backoff.Reset() // a membership that worked for a while starts the backoff over
 		}
 		if r.ctx.Err() != nil {
 			return
 		}
 		if err != nil {
-			r.log.Error("consumer stopped; restarting", "err", err, "backoff", backoff)
+			r.p.retries.Failed("consume "+r.key, err, "projection", r.version().Projection, "version", r.key)
 		} else if restart {
 			r.log.Info("rejoining the consumer group")
 		}
-		select {
-		case <-time.After(backoff):
-		case <-r.ctx.Done():
+		if !retry.Sleep(r.ctx, backoff.Next()) {
 			return
 		}
-		backoff = min(backoff*2, 30*time.Second)
 	}
 }
 
@@ -139,6 +181,10 @@ func (r *runner) consume() (restart bool, err error) {
 		kgo.OnPartitionsRevoked(func(context.Context, *kgo.Client, map[string][]int32) { r.endSession(true) }),
 		kgo.OnPartitionsLost(func(context.Context, *kgo.Client, map[string][]int32) { r.endSession(false) }),
 	)
+	if cfg.InstanceID != "" {
+		// Static membership (KIP-345): a restarted instance takes its partitions back at once.
+		opts = append(opts, kgo.InstanceID(cfg.InstanceID))
+	}
 	ready := make(chan struct{})
 	r.mu.Lock()
 	r.cl, r.clReady = nil, ready
@@ -153,11 +199,18 @@ func (r *runner) consume() (restart bool, err error) {
 	r.mu.Unlock()
 	close(ready)
 	defer func() {
-		cl.Close() // leaves the group; the revoke callback ends the session gracefully
+		// The session ends first, while the client can still commit its offsets (a static member
+		// is not revoked when its client closes).
 		r.endSession(true)
+		cl.Close() // leaves the group (a dynamic member)
+		if cfg.InstanceID != "" && r.ctx.Err() != nil && !r.p.abrupt.Load() {
+			r.leaveStatic(cfg.InstanceID)
+		}
 	}()
 
 	var watch orphanWatch
+	joining := time.Now() // until the member is in a generation (see joinWait)
+	fetchErrors := retry.NewBackoff(100*time.Millisecond, 2*time.Second)
 	for {
 		// A session that stops itself wakes the poll (a quiet topic would block it for good), so
 		// that the member acts on the reason at once. wakePoll is set before the check, and
@@ -180,21 +233,74 @@ func (r *runner) consume() (restart bool, err error) {
 			return false, nil
 		}
 		sess = r.session()
+		r.joinWait(cl, &joining)
 		if r.orphaned(cl, &watch) {
 			cl.AllowRebalance()
 			return true, nil
 		}
+		failed := false
 		fetches.EachError(func(topic string, partition int32, err error) {
 			if woken && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
 				return // our own wake-up or timeout, not Kafka's
 			}
+			failed = true
 			r.fetchError(sess, topic, partition, err)
 		})
 		if sess != nil {
 			fetches.EachPartition(sess.push)
 		}
 		cl.AllowRebalance()
+		if failed && fetches.NumRecords() == 0 {
+			// A poll that returns only errors (a topic gone, a broker replaced) returns at once:
+			// do not spin on it.
+			retry.Sleep(r.ctx, fetchErrors.Next())
+		} else {
+			fetchErrors.Reset()
+		}
 	}
+}
+
+// leaveStatic makes a static member that stops for good (shutdown, or its version stopped) leave
+// its group, so that its partitions move at once rather than after its session timeout. A member
+// that crashed does not leave: restarted with the same instance id, it takes them back at once.
+func (r *runner) leaveStatic(instanceID string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.ctx), 5*time.Second)
+	defer cancel()
+	resp, err := r.p.admin.LeaveGroup(ctx, kadm.LeaveGroup(r.group).InstanceIDs(instanceID).Reason("kreplay instance stopping"))
+	if err == nil {
+		err = resp.Error()
+	}
+	if err != nil {
+		r.log.Warn("could not leave the consumer group as a static member; its partitions move after kafka.session_timeout", "group", r.group, "err", err)
+	}
+}
+
+// joinWaitLog is how long a member may wait to join its group before it says why.
+const joinWaitLog = 5 * time.Second
+
+// joinWait says, once per membership, why a member has not joined its group after joinWaitLog:
+// the group rebalances only once every member it knows rejoined or timed out, so the member of
+// an instance that was killed holds the version's partitions until its session times out.
+func (r *runner) joinWait(cl *kgo.Client, since *time.Time) {
+	if since.IsZero() {
+		return
+	}
+	if _, gen := cl.GroupMetadata(); gen > 0 {
+		*since = time.Time{}
+		return
+	}
+	waited := time.Since(*since)
+	if waited < joinWaitLog {
+		return
+	}
+	*since = time.Time{}
+	k := r.p.cfg.Kafka
+	hint := "set kafka.instance_id (static membership, e.g. the pod name) so that a restarted instance takes its partitions back at once"
+	if k.InstanceID != "" {
+		hint = "this instance is a static member (kafka.instance_id " + k.InstanceID + "): it takes back its own partitions at once; another member's wait for its session timeout"
+	}
+	r.log.Warn("still joining the consumer group: the group waits for its members to rejoin, and for one that is gone (an instance killed) until its session times out; the version applies nothing meanwhile",
+		"group", r.group, "waited", waited.Round(time.Second), "kafka.session_timeout", k.SessionTimeout, "hint", hint)
 }
 
 // orphanCheckEvery is how often a member checks that the version's partitions are consumed by
@@ -382,7 +488,11 @@ func (r *runner) adjust(ctx context.Context, offsets map[string]map[int32]kgo.Of
 		if !ok {
 			end = -1
 		}
-		init[tp] = partitionStart{next: next, target: c.Target, end: end}
+		committed := int64(-1)
+		if o, ok := offsets[tp.Topic][tp.Partition]; ok {
+			committed = o.EpochOffset().Offset
+		}
+		init[tp] = partitionStart{next: next, target: c.Target, end: end, committed: committed}
 		if out[tp.Topic] == nil {
 			out[tp.Topic] = map[int32]kgo.Offset{}
 		}
@@ -445,7 +555,7 @@ func (r *runner) fetchError(sess *session, topic string, partition int32, err er
 		return
 	}
 	r.p.health.kafka(false, err)
-	r.log.Warn("fetch error", "topic", topic, "partition", partition, "err", err)
+	r.p.retries.Failed("fetch "+topic+" for "+r.key, err, "partition", partition)
 }
 
 // fail marks the version failed and says why in the log (status shows it too, but whoever reads

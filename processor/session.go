@@ -101,7 +101,7 @@ func newSession(r *runner, gen int32, member string, starts map[store.TopicParti
 			committed: st.next, target: st.target, heapIndex: -1, emptySince: now}
 		s.parts[tp] = p
 		s.list = append(s.list, p)
-		s.lastCommitted[tp] = st.next
+		s.lastCommitted[tp] = st.committed
 	}
 	sort.Slice(s.list, func(i, j int) bool {
 		a, b := s.list[i], s.list[j]
@@ -197,6 +197,7 @@ func (s *session) start(ctx context.Context) {
 	}
 	s.committer = startstop.New(context.WithoutCancel(ctx))
 	s.committer.Go(s.commitLoop)
+	s.kickCommit() // the group may lag the checkpoints (see partitionStart.committed)
 }
 
 // stopItself records why a lane ended the session, stops the other lanes from collecting and

@@ -144,9 +144,12 @@ func (a *Applier) Close(ctx context.Context) {
 //   - ErrNotRunning: the version was paused, failed or removed meanwhile; nothing was written.
 //   - ErrAlreadyApplied: the batch was applied by an earlier send (after which the connection
 //     failed); nothing was written again.
-//   - *HandlerError: an event's handler was refused by PostgreSQL for a reason retrying cannot
-//     fix; nothing was written, Index says which item.
-//   - otherwise see IsTransient: a connection or server problem; nothing was written.
+//   - *HandlerError: an event's handler was refused by PostgreSQL for a reason tied to the event
+//     (IsPoison), or kreplay could not encode its arguments; nothing was written, Index says
+//     which item.
+//   - otherwise a problem of the environment (a connection, the server, a column or a privilege
+//     that changed: see IsTransient and IsPoison); nothing was written, and running the same
+//     batch again can succeed once the environment is fixed.
 func (a *Applier) Apply(ctx context.Context, generation int32, items []Item) (ApplyResult, error) {
 	a.own.own = append(a.own.own[:0], items...)
 	a.Prepare(a.own, generation, a.own.own)
@@ -287,14 +290,18 @@ func (a *Applier) classify(ctx context.Context, err error, p *Prepared, q queued
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		switch {
-		case q.item >= 0:
+		case q.item >= 0 && IsPoison(err):
 			return &HandlerError{Index: q.item, Err: fmt.Errorf("handler %q: %s", items[q.item].Event.Type, pgMessage(err))}
+		case q.item >= 0:
+			return &statementError{what: fmt.Sprintf("apply %s: handler %q", a.key, items[q.item].Event.Type), err: err}
+		case q.fold >= 0 && !IsPoison(err):
+			return &statementError{what: fmt.Sprintf("apply %s: fold %q", a.key, a.folds[q.fold].table), err: err}
 		case q.fold >= 0:
 			// One statement for many events: find the event it fails on.
 			if herr := a.pinpoint(ctx, p, q.fold); herr != nil {
 				return herr
 			}
-			return fmt.Errorf("apply %s: fold %q: %s", a.key, a.folds[q.fold].table, pgMessage(err))
+			return &statementError{what: fmt.Sprintf("apply %s: fold %q", a.key, a.folds[q.fold].table), err: err}
 		}
 		return fmt.Errorf("apply %s: checkpoint: %w", a.key, err)
 	}
@@ -330,7 +337,8 @@ func (a *Applier) pinpoint(ctx context.Context, p *Prepared, fold int) error {
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // a probe, never committed
 	fail := func(i int, what string, err error) error {
-		if IsTransient(err) || ctx.Err() != nil {
+		var pgErr *pgconn.PgError
+		if ctx.Err() != nil || IsTransient(err) || (errors.As(err, &pgErr) && !IsPoison(err)) {
 			return nil //nolint:nilerr // not the event's fault: the caller reports the batch's own error
 		}
 		return &HandlerError{Index: i, Err: fmt.Errorf("%s %q: %s", what, items[i].Event.Type, pgMessage(err))}

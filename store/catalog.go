@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/kreplay/kreplay/internal/retry"
 	"github.com/kreplay/kreplay/topology"
 )
 
@@ -85,14 +86,18 @@ type Version struct {
 	DefinitionHash string
 	Options        Options
 	Error          *VersionError
-	Hold           Hold
-	CreatedAt      time.Time
-	StartedAt      *time.Time
-	CaughtUpAt     *time.Time
-	PromotedAt     *time.Time
-	RetiredAt      *time.Time
-	RemovedAt      *time.Time
-	UpdatedAt      time.Time
+	// Stalled is why a running version does not advance (its last batch failed for a reason of
+	// the environment and is being retried), "" when it does; StalledAt is when it was said.
+	Stalled    string
+	StalledAt  *time.Time
+	Hold       Hold
+	CreatedAt  time.Time
+	StartedAt  *time.Time
+	CaughtUpAt *time.Time
+	PromotedAt *time.Time
+	RetiredAt  *time.Time
+	RemovedAt  *time.Time
+	UpdatedAt  time.Time
 }
 
 // Topics are the topics the version consumes: its options' subset or the definition's sources.
@@ -112,7 +117,8 @@ type ProjectionRow struct {
 
 const versionColumns = `key, projection, state, coalesce(resume_state, ''), definition, definition_hash, options,
 	error, coalesce(error_topic, ''), coalesce(error_partition, 0), coalesce(error_offset, 0), hold,
-	created_at, started_at, caught_up_at, promoted_at, retired_at, removed_at, updated_at`
+	created_at, started_at, caught_up_at, promoted_at, retired_at, removed_at, updated_at,
+	coalesce(stalled, ''), stalled_at`
 
 func scanVersion(row pgx.Row) (*Version, error) {
 	var (
@@ -126,7 +132,8 @@ func scanVersion(row pgx.Row) (*Version, error) {
 	)
 	if err := row.Scan(&v.Key, &v.Projection, &v.State, &v.ResumeState, &def, &v.DefinitionHash, &opts,
 		&errReason, &errTopic, &errPart, &errOffset, &hold,
-		&v.CreatedAt, &v.StartedAt, &v.CaughtUpAt, &v.PromotedAt, &v.RetiredAt, &v.RemovedAt, &v.UpdatedAt); err != nil {
+		&v.CreatedAt, &v.StartedAt, &v.CaughtUpAt, &v.PromotedAt, &v.RetiredAt, &v.RemovedAt, &v.UpdatedAt,
+		&v.Stalled, &v.StalledAt); err != nil {
 		return nil, err
 	}
 	if err := json.Unmarshal(def, &v.Definition); err != nil {
@@ -162,7 +169,7 @@ func getVersion(ctx context.Context, q queryRower, key string, forUpdate bool) (
 	}
 	v, err := scanVersion(q.QueryRow(ctx, sql, key))
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, fmt.Errorf("version %q: %w", key, ErrNotFound)
+		return nil, refuse(ErrNotFound, "no version %q", key)
 	}
 	return v, err
 }
@@ -212,7 +219,7 @@ func getProjection(ctx context.Context, q queryRower, name string, forUpdate boo
 	var p ProjectionRow
 	err := q.QueryRow(ctx, sql, name).Scan(&p.Name, &p.Live, &p.Previous)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, fmt.Errorf("projection %q: %w", name, ErrNotFound)
+		return nil, refuse(ErrNotFound, "no projection %q", name)
 	}
 	return &p, err
 }
@@ -257,18 +264,15 @@ func (s *Store) CreateVersion(ctx context.Context, nv NewVersion) (*Version, err
 	}
 	// A transaction refused for a concurrent one (two instances granting the reader role usage
 	// on the live schema at once, say) rolled back entirely: run it again.
-	backoff := 20 * time.Millisecond
+	backoff := retry.NewBackoff(20*time.Millisecond, time.Second)
 	for attempt := 1; ; attempt++ {
 		created, err := s.createVersionOnce(ctx, nv, def, opts)
 		if err == nil || !isConflict(err) || attempt == createAttempts || ctx.Err() != nil {
 			return created, err
 		}
-		select {
-		case <-ctx.Done():
+		if !retry.Sleep(ctx, backoff.Next()) {
 			return nil, err
-		case <-time.After(backoff):
 		}
-		backoff = min(backoff*3/2, time.Second)
 	}
 }
 
@@ -287,13 +291,13 @@ func (s *Store) createVersionOnce(ctx context.Context, nv NewVersion, def, opts 
 			return err
 		}
 		if nv.Live && proj.Live != "" {
-			return fmt.Errorf("projection %q already has a live version (%s): %w", name, proj.Live, ErrExists)
+			return refuse(ErrExists, "projection %q already has a live version (%s)", name, proj.Live)
 		}
 		var owner string
 		var state State
 		err = tx.QueryRow(ctx, `SELECT projection, state FROM kreplay.versions WHERE key = $1`, nv.Key).Scan(&owner, &state)
 		if err == nil {
-			return fmt.Errorf("replay key %q is already used by projection %q (state %s); choose another key: %w", nv.Key, owner, state, ErrExists)
+			return refuse(ErrExists, "replay key %q is already used by projection %q (state %s); choose another key", nv.Key, owner, state)
 		} else if !errors.Is(err, pgx.ErrNoRows) {
 			return err
 		}
@@ -302,7 +306,7 @@ func (s *Store) createVersionOnce(ctx context.Context, nv NewVersion, def, opts 
 			return err
 		}
 		if schemaTaken {
-			return fmt.Errorf("replay key %q: a schema of that name already exists in the database and kreplay does not own it; choose another key: %w", nv.Key, ErrExists)
+			return refuse(ErrExists, "replay key %q: a schema of that name already exists in the database and kreplay does not own it; choose another key", nv.Key)
 		}
 		state = StateCreated
 		switch {
@@ -396,7 +400,7 @@ func (s *Store) ResumeVersion(ctx context.Context, key string) (*Version, error)
 		if _, err := tx.Exec(ctx, `UPDATE kreplay.checkpoints SET generation = -1, member = NULL WHERE version = $1`, key); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, `UPDATE kreplay.versions SET state = resume_state, resume_state = NULL, error = NULL,
+		_, err := tx.Exec(ctx, `UPDATE kreplay.versions SET state = resume_state, resume_state = NULL, error = NULL, stalled = NULL, stalled_at = NULL,
 			error_topic = NULL, error_partition = NULL, error_offset = NULL, updated_at = now() WHERE key = $1`, key)
 		return err
 	})
@@ -416,6 +420,14 @@ func (s *Store) FailVersion(ctx context.Context, key string, verr VersionError) 
 	})
 }
 
+// SetStalled records why a running version does not advance ("" clears it). It notifies no one:
+// status reads it at its next round.
+func (s *Store) SetStalled(ctx context.Context, key, reason string) error {
+	_, err := s.pool.Exec(ctx, `UPDATE kreplay.versions SET stalled = nullif($2, ''), stalled_at = CASE WHEN $2 = '' THEN NULL ELSE now() END
+		WHERE key = $1`, key, reason)
+	return err
+}
+
 // SetHold sets (or, with nil, clears) the offsets a version's runners must not apply past.
 func (s *Store) SetHold(ctx context.Context, key string, hold Hold) error {
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
@@ -428,7 +440,7 @@ func (s *Store) SetHold(ctx context.Context, key string, hold Hold) error {
 			return err
 		}
 		if tag.RowsAffected() == 0 {
-			return fmt.Errorf("version %q: %w", key, ErrNotFound)
+			return refuse(ErrNotFound, "no version %q", key)
 		}
 		return notify(ctx, tx, key)
 	})

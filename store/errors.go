@@ -34,6 +34,21 @@ const (
 	codeAlreadyApplied = "KR003"
 )
 
+// refusal is an error whose message is all a user reads and which is (errors.Is) the sentinel it
+// stands for, without ending in the sentinel's text.
+type refusal struct {
+	msg string
+	is  error
+}
+
+func (e *refusal) Error() string        { return e.msg }
+func (e *refusal) Is(target error) bool { return target == e.is }
+
+// refuse returns an error that reads as the format says and is the sentinel.
+func refuse(sentinel error, format string, args ...any) error {
+	return &refusal{msg: fmt.Sprintf(format, args...), is: sentinel}
+}
+
 // TransitionError says which state a version was in and which ones the change needs.
 type TransitionError struct {
 	Key     string
@@ -52,9 +67,9 @@ func (e *TransitionError) Error() string {
 
 func (e *TransitionError) Unwrap() error { return ErrInvalidTransition }
 
-// HandlerError is an event whose handler PostgreSQL refused for a reason tied to the event or the
-// handler (bad data, constraint, missing column): retrying cannot help, the version's on_error
-// policy decides.
+// HandlerError is an event whose handler PostgreSQL refused for a reason tied to the event itself
+// (see IsPoison: bad data, a constraint, an exception the handler's own code raised): retrying
+// cannot help, the version's on_error policy decides.
 type HandlerError struct {
 	// Index of the item in the batch passed to Apply.
 	Index int
@@ -63,6 +78,44 @@ type HandlerError struct {
 
 func (e *HandlerError) Error() string { return e.Err.Error() }
 func (e *HandlerError) Unwrap() error { return e.Err }
+
+// IsPoison reports whether PostgreSQL refused a statement because of the event it was run for:
+// a data exception (SQLSTATE class 22: a bad cast, a value out of range), an integrity
+// constraint violation (class 23) or an exception raised by user code (P0001, RAISE). Only these
+// are the event's own fault and go to the projection's on_error policy. Anything else (a column
+// renamed, a privilege revoked, a read-only database, a timeout, a lost connection) is the
+// environment's: the version retries without advancing past the event.
+func IsPoison(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return false
+	}
+	switch {
+	case strings.HasPrefix(pgErr.Code, "22"), strings.HasPrefix(pgErr.Code, "23"), pgErr.Code == "P0001":
+		return true
+	}
+	return false
+}
+
+// IsStatementTimeout reports whether PostgreSQL canceled a statement (statement_timeout, or a
+// cancel request: SQLSTATE 57014).
+func IsStatementTimeout(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "57014"
+}
+
+// Cause names the kind of a failure in a few words, for metric labels and log grouping: the
+// SQLSTATE class ("sqlstate_42"), "connection" or "other".
+func Cause(err error) string {
+	var pgErr *pgconn.PgError
+	switch {
+	case errors.As(err, &pgErr) && len(pgErr.Code) >= 2:
+		return "sqlstate_" + strings.ToLower(pgErr.Code[:2])
+	case IsTransient(err):
+		return "connection"
+	}
+	return "other"
+}
 
 // IsTransient reports whether err is worth retrying as is: the connection, the server or a
 // conflict with another transaction, not the statement or the event.

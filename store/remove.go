@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/kreplay/kreplay/internal/retry"
 )
 
 // RemoveVersion marks a version removed, which stops its consumers on every instance. The live
@@ -27,8 +28,8 @@ func (s *Store) RemoveVersion(ctx context.Context, key string) (*Version, error)
 			return err
 		}
 		if proj.Live == key {
-			return fmt.Errorf("cannot remove %s: it is the live version of %s; promote another version (or roll back) first: %w",
-				key, v.Projection, ErrInvalidTransition)
+			return refuse(ErrInvalidTransition, "cannot remove %s: it is the live version of %s; promote another version (or roll back) first",
+				key, v.Projection)
 		}
 		if _, err := tx.Exec(ctx, `UPDATE kreplay.versions SET state = 'removed', resume_state = NULL, hold = NULL,
 			removed_at = now(), updated_at = now() WHERE key = $1`, key); err != nil {
@@ -63,12 +64,15 @@ func (s *Store) DropVersion(ctx context.Context, key string) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	return retry(ctx, func() error {
+	return transient(ctx, func(ctx context.Context) error {
 		return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 			if _, err := tx.Exec(ctx, "SET LOCAL lock_timeout = '2s'"); err != nil {
 				return err
 			}
 			if _, err := tx.Exec(ctx, "DROP SCHEMA IF EXISTS "+ident(key)+" CASCADE"); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, "DELETE FROM kreplay.source_topics WHERE version = $1", key); err != nil {
 				return err
 			}
 			_, err := tx.Exec(ctx, "DELETE FROM kreplay.checkpoints WHERE version = $1", key)
@@ -77,19 +81,7 @@ func (s *Store) DropVersion(ctx context.Context, key string) error {
 	})
 }
 
-// retry runs fn until it succeeds, fails for a reason that is not transient, or ctx ends.
-func retry(ctx context.Context, fn func() error) error {
-	backoff := 100 * time.Millisecond
-	for {
-		err := fn()
-		if err == nil || !IsTransient(err) {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%w (last error: %w)", ctx.Err(), err)
-		case <-time.After(backoff):
-		}
-		backoff = min(backoff*2, 2*time.Second)
-	}
+// transient retries fn until it succeeds, fails for a reason that is not transient, or ctx ends.
+func transient(ctx context.Context, fn func(context.Context) error) error {
+	return retry.Policy{Max: 2 * time.Second, Retryable: IsTransient}.Do(ctx, fn)
 }

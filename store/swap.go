@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/kreplay/kreplay/internal/retry"
 )
 
 // ErrBehind: the version to make live has not yet applied every offset the live one has, so
@@ -42,7 +43,7 @@ type SwapResult struct {
 // with lock_timeout, so that a long-running reader makes the swap retry instead of queueing
 // every other reader behind it; attempts are retried with backoff until ctx ends.
 func (s *Store) Swap(ctx context.Context, to string, kind SwapKind, allowed []State) (*SwapResult, error) {
-	backoff := 20 * time.Millisecond
+	backoff := retry.NewBackoff(20*time.Millisecond, time.Second)
 	var lastErr error
 	for attempt := 1; ; attempt++ {
 		start := time.Now()
@@ -61,12 +62,9 @@ func (s *Store) Swap(ctx context.Context, to string, kind SwapKind, allowed []St
 			return nil, err
 		}
 		lastErr = err
-		select {
-		case <-ctx.Done():
+		if !retry.Sleep(ctx, backoff.Next()) {
 			return nil, fmt.Errorf("swap to %s: gave up after %d attempts: %w", to, attempt, lastErr)
-		case <-time.After(backoff):
 		}
-		backoff = min(backoff*3/2, time.Second)
 	}
 }
 
@@ -182,7 +180,7 @@ func (s *Store) NewestRetired(ctx context.Context, projection string) (string, e
 	err := s.pool.QueryRow(ctx, `SELECT key FROM kreplay.versions WHERE projection = $1 AND state = 'retired'
 		ORDER BY retired_at DESC NULLS LAST, updated_at DESC LIMIT 1`, projection).Scan(&key)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return "", fmt.Errorf("projection %q has no retired version to roll back to: %w", projection, ErrNotFound)
+		return "", refuse(ErrNotFound, "projection %q has no retired version to roll back to", projection)
 	}
 	return key, err
 }

@@ -33,7 +33,8 @@ var sampleArgs = map[topology.Arg]any{
 // created in a scratch schema, every handler and check is prepared there, and the transaction is
 // rolled back. A handler naming a missing table or column, or using an argument where PostgreSQL
 // infers a type kreplay cannot fill, is refused with the projection, the event type and
-// PostgreSQL's message. All problems are returned, joined.
+// PostgreSQL's message. All problems are returned, joined. A failure of the connection or the
+// server (IsTransient) is returned as is, not as a refusal: the caller may retry.
 func (s *Store) ValidateDefinition(ctx context.Context, def topology.Definition) error {
 	handlers, err := def.ParseHandlers()
 	if err != nil {
@@ -75,6 +76,9 @@ func (s *Store) ValidateDefinition(ctx context.Context, def topology.Definition)
 			return nil, nil, err
 		}
 		sd, refused = pg.Prepare(ctx, "", sql, nil)
+		if refused != nil && IsTransient(refused) {
+			return nil, nil, refused // the connection, not the config: the caller retries
+		}
 		if refused != nil {
 			if _, err := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT kreplay_check"); err != nil {
 				return nil, refused, fmt.Errorf("validate projection %q: %w", def.Projection, err)

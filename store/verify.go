@@ -338,7 +338,7 @@ func (s *Store) LastVerification(ctx context.Context, key string) (*Verification
 	err := s.pool.QueryRow(ctx, `SELECT version, against, passed, report, at FROM kreplay.verifications
 		WHERE version = $1 ORDER BY id DESC LIMIT 1`, key).Scan(&v.Version, &v.Against, &v.Passed, &v.Report, &v.At)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, fmt.Errorf("no verify of %s: %w", key, ErrNotFound)
+		return nil, refuse(ErrNotFound, "no verify of %s", key)
 	}
 	return &v, err
 }

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // Config is the root of kreplay.yaml.
@@ -48,8 +49,15 @@ type KafkaConfig struct {
 	// RebalanceTimeout is the consumer group rebalance timeout. Defaults
 	// to 60s.
 	RebalanceTimeout time.Duration `yaml:"rebalance_timeout"`
-	TLS              TLSConfig     `yaml:"tls"`
-	SASL             SASLConfig    `yaml:"sasl"`
+	// InstanceID, when set, makes this instance a static member of its
+	// consumer groups (KIP-345): restarted with the same id, it takes its
+	// partitions back at once instead of after the session timeout. It must
+	// be unique per instance and stable across its restarts (a pod name of a
+	// StatefulSet, say). KREPLAY_INSTANCE_ID overrides it. Defaults to "": a
+	// dynamic member.
+	InstanceID string     `yaml:"instance_id"`
+	TLS        TLSConfig  `yaml:"tls"`
+	SASL       SASLConfig `yaml:"sasl"`
 }
 
 // TLSConfig secures the connections to Kafka. Files are read when kreplay
@@ -161,8 +169,9 @@ func (c *Config) EnvError() error { return errors.Join(c.envErrs...) }
 
 // ApplyEnv lets the environment override the deployment settings:
 // KREPLAY_BROKERS (comma-separated) the brokers, KREPLAY_DATABASE_URL, else
-// DATABASE_URL, the PostgreSQL URL, KREPLAY_CONTROL_SECRET the control secret
-// and KREPLAY_KAFKA_PASSWORD the SASL password. Unset or blank variables
+// DATABASE_URL, the PostgreSQL URL, KREPLAY_CONTROL_SECRET the control secret,
+// KREPLAY_KAFKA_PASSWORD the SASL password and KREPLAY_INSTANCE_ID the static
+// group member id. Unset or blank variables
 // change nothing. getenv is typically os.Getenv, which is used when it is
 // nil.
 func (c *Config) ApplyEnv(getenv func(string) string) {
@@ -192,6 +201,9 @@ func (c *Config) ApplyEnv(getenv func(string) string) {
 	}
 	if v := getenv("KREPLAY_KAFKA_PASSWORD"); v != "" {
 		c.Kafka.SASL.Password = v
+	}
+	if v := strings.TrimSpace(getenv("KREPLAY_INSTANCE_ID")); v != "" {
+		c.Kafka.InstanceID = v
 	}
 }
 
@@ -282,6 +294,9 @@ func (c *Config) Validate() error {
 	if c.Control.StatusInterval <= 0 {
 		v.add("control.status_interval %s: must be positive, such as 2s", c.Control.StatusInterval)
 	}
+	if s := c.Control.Secret; s != "" && (strings.Contains(strings.ToUpper(s), "CHANGE-ME") || strings.HasPrefix(s, "<")) {
+		v.add("control.secret (or KREPLAY_CONTROL_SECRET) is the example's placeholder %q; set a long random value of your own (openssl rand -hex 32), or leave it unset for unsigned commands", s)
+	}
 	c.validateSources(v)
 	c.validateProjections(v)
 	return errors.Join(v.errs...)
@@ -315,6 +330,9 @@ func (c *Config) validateKafka(v *validator) {
 	}
 	if strings.TrimSpace(k.ClientID) == "" {
 		v.add("kafka.client_id is blank; remove it for the default %q", "kreplay")
+	}
+	if id := k.InstanceID; id != "" && (len(id) > 200 || strings.IndexFunc(id, unicode.IsControl) >= 0 || strings.TrimSpace(id) != id) {
+		v.add("kafka.instance_id %q: want a short printable name without surrounding spaces, unique per instance (a pod name, say)", id)
 	}
 	internal := []struct{ key, topic string }{
 		{"kafka.control_topic", k.ControlTopic},
@@ -421,8 +439,9 @@ func (c *Config) validateSources(v *validator) {
 }
 
 func (c *Config) validateProjections(v *validator) {
-	if len(c.Projections) == 0 {
-		v.add("projections: none; declare at least one under projections:")
+	if len(c.Projections) == 0 && !(len(c.Kafka.Brokers) == 1 && c.Kafka.Brokers[0] == embeddedBroker) {
+		// A serve that only hosts the embedded broker, for other serves to use, needs none.
+		v.add("projections: none; declare at least one under projections: (only a serve of the embedded broker may have none)")
 	}
 	declared := make([]string, len(c.Sources))
 	for i, s := range c.Sources {

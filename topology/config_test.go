@@ -527,7 +527,7 @@ func TestValidate(t *testing.T) {
 		{"fields on cloudevents", func(c *Config) { c.Sources[1].Fields.Type = "kind" }, `source "bank.transfers": fields apply to format json only`},
 		{"partitions", func(c *Config) { c.Sources[0].Partitions = -2 }, `source "bank.accounts": partitions -2: must be at least 1`},
 		// projections
-		{"no projections", func(c *Config) { c.Projections = nil }, `projections: none; declare at least one under projections:`},
+		{"no projections", func(c *Config) { c.Projections = nil }, `projections: none; declare at least one under projections: (only a serve of the embedded broker may have none)`},
 		{"projection name empty", func(c *Config) { c.Projections[0].Name = "" }, `projections[0]: name is empty; set name:`},
 		{"projection name upper", func(c *Config) { c.Projections[0].Name = "Balances" }, `projection "Balances": invalid name "Balances" (8 bytes): use 1-45 characters from a-z, 0-9 and _, starting with a letter and not with "pg_", so that the first version's replay key "Balances_v1" is a valid schema name`},
 		{"projection name long", func(c *Config) { c.Projections[0].Name = strings.Repeat("a", 46) }, `(46 bytes)`},

@@ -126,13 +126,16 @@ type DecodeError struct {
 }
 
 func (e *DecodeError) Error() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "decode topic %q partition %d offset %d: ", e.Topic, e.Partition, e.Offset)
+	return fmt.Sprintf("decode topic %q partition %d offset %d: %s", e.Topic, e.Partition, e.Offset, e.Detail())
+}
+
+// Detail is what is wrong with the record, without where it is: the field at fault, if any,
+// and the reason.
+func (e *DecodeError) Detail() string {
 	if e.Field != "" {
-		fmt.Fprintf(&b, "field %q: ", e.Field)
+		return fmt.Sprintf("field %q: %s", e.Field, e.Reason)
 	}
-	b.WriteString(e.Reason)
-	return b.String()
+	return e.Reason
 }
 
 func decodeError(r *Record, field, format string, args ...any) error {

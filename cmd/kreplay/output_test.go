@@ -142,7 +142,7 @@ func TestWriteStatusTable(t *testing.T) {
 	lines := strings.Split(strings.TrimRight(b.String(), "\n"), "\n")
 	require.Len(t, lines, 5)
 	require.Equal(t, []string{"KEY", "PROJECTION", "STATE", "LIVE", "APPLIED", "PROGRESS", "ETA", "LAG", "LAG(s)", "ERROR"}, strings.Fields(lines[0]))
-	require.Equal(t, []string{"stock_v1", "stock", "live", "yes", "1,234,567", "100.0%", "-", "0", "0", "-"}, strings.Fields(lines[1]))
+	require.Equal(t, []string{"stock_v1", "stock", "live", "yes", "1,234,567", "-", "-", "0", "0", "-"}, strings.Fields(lines[1]))
 	require.Equal(t, []string{"stock_v2*", "stock", "replaying", "no", "41,200", "52.3%", "1m20s", "48,113", "3.2", "-"}, strings.Fields(lines[2]))
 	require.Contains(t, lines[3], strings.Repeat("x", 59)+"…", "long errors are truncated")
 	require.NotContains(t, lines[3], strings.Repeat("x", 60))

@@ -69,6 +69,7 @@ need only Kafka.`,
 	root.AddCommand(
 		a.serveCommand(),
 		a.migrateCommand(),
+		a.validateCommand(),
 		a.createCommand(),
 		a.transitionCommand("start", "Start a created replay: consume from offset zero (or --since), then tail"),
 		a.transitionCommand("pause", "Pause a running version on every instance"),

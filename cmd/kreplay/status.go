@@ -227,6 +227,13 @@ func warnStale(w io.Writer, sts []control.Status, now time.Time, after time.Dura
 	}
 }
 
+// replayOngoing says whether a version's progress and ETA mean something: they measure a replay
+// against the high watermarks of its start, so once it reached them (tailing, live...) 100%
+// would sit beside any lag. Those show "-"; lag says how far behind they are.
+func replayOngoing(st control.Status) bool {
+	return st.State == "created" || st.State == "replaying" || (st.Progress < 1 && (st.State == "paused" || st.State == "failed"))
+}
+
 // writeStatusTable is `kreplay status`: one row per version.
 func writeStatusTable(w io.Writer, sts []control.Status) error {
 	t := newTable(w, "KEY", "PROJECTION", "STATE", "LIVE", "APPLIED", "PROGRESS", "ETA", "LAG", "LAG(s)", "ERROR")
@@ -237,8 +244,12 @@ func writeStatusTable(w io.Writer, sts []control.Status) error {
 			key += "*"
 			drift = true
 		}
-		t.row(key, st.Projection, st.State, yesNo(st.Live), formatCount(st.AppliedEvents), formatPercent(st.Progress),
-			formatETA(st.ETASeconds), formatCount(st.LagEvents), formatLagSeconds(st.LagSeconds), orDash(truncate(st.Error, 60)))
+		progress, eta := "-", "-"
+		if replayOngoing(st) {
+			progress, eta = formatPercent(st.Progress), formatETA(st.ETASeconds)
+		}
+		t.row(key, st.Projection, st.State, yesNo(st.Live), formatCount(st.AppliedEvents), progress,
+			eta, formatCount(st.LagEvents), formatLagSeconds(st.LagSeconds), orDash(truncate(st.Error, 60)))
 	}
 	if err := t.flush(); err != nil {
 		return err
@@ -263,7 +274,11 @@ func writeStatusDetail(w io.Writer, st control.Status, now time.Time) error {
 	}
 	t.row("live:", live)
 	t.row("applied:", formatCount(st.AppliedEvents)+" events ("+formatCount(st.SkippedEvents)+" skipped)")
-	t.row("progress:", formatPercent(st.Progress))
+	if replayOngoing(st) {
+		t.row("progress:", formatPercent(st.Progress)+" of the start watermarks")
+	} else {
+		t.row("progress:", "- (the replay reached its start watermarks; lag says how far behind it is now)")
+	}
 	t.row("rate:", formatRate(st.Rate))
 	t.row("eta:", formatETA(st.ETASeconds))
 	t.row("lag:", formatCount(st.LagEvents)+" events, "+formatSeconds(st.LagSeconds))

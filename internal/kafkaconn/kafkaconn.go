@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sync"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -83,9 +85,72 @@ func Refused(err error) bool {
 		errors.Is(err, kerr.IllegalSaslState) || errors.Is(err, kerr.UnsupportedSaslMechanism)
 }
 
-// MinLevel returns a logger that drops records below min (franz-go logs its routine at info).
-func MinLevel(l *slog.Logger, min slog.Level) *slog.Logger {
-	return slog.New(levelHandler{l.Handler(), min})
+// Quiet returns the logger for a franz-go client: records below min are dropped, and a record
+// that repeats (the same message and error) is logged at most once per every, with the number
+// of repeats it stands for. A client that cannot reach a topic retries several times a second,
+// and logs each try: a broker that lost its topics must not flood the log.
+func Quiet(l *slog.Logger, min slog.Level, every time.Duration) *slog.Logger {
+	return slog.New(&limitHandler{Handler: levelHandler{l.Handler(), min}, st: &limitState{every: every, seen: map[string]*limitEntry{}}})
+}
+
+type limitHandler struct {
+	slog.Handler
+	st *limitState
+}
+
+type limitState struct {
+	every time.Duration
+	mu    sync.Mutex
+	seen  map[string]*limitEntry
+}
+
+type limitEntry struct {
+	at         time.Time
+	suppressed int
+}
+
+// maxLimited bounds the repeating records remembered.
+const maxLimited = 1024
+
+func (h *limitHandler) Handle(ctx context.Context, r slog.Record) error {
+	key := r.Message
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "err" {
+			key += "\x00" + a.Value.String()
+		}
+		return true
+	})
+	st := h.st
+	st.mu.Lock()
+	e := st.seen[key]
+	if e == nil {
+		if len(st.seen) >= maxLimited {
+			clear(st.seen)
+		}
+		e = &limitEntry{}
+		st.seen[key] = e
+	}
+	if !e.at.IsZero() && r.Time.Sub(e.at) < st.every {
+		e.suppressed++
+		st.mu.Unlock()
+		return nil
+	}
+	n := e.suppressed
+	e.at, e.suppressed = r.Time, 0
+	st.mu.Unlock()
+	if n > 0 {
+		r = r.Clone()
+		r.AddAttrs(slog.Int("repeats_not_logged", n))
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h *limitHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return &limitHandler{Handler: h.Handler.WithAttrs(as), st: h.st}
+}
+
+func (h *limitHandler) WithGroup(name string) slog.Handler {
+	return &limitHandler{Handler: h.Handler.WithGroup(name), st: h.st}
 }
 
 type levelHandler struct {

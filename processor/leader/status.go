@@ -19,6 +19,13 @@ func (l *Leader) statusLoop(ctx context.Context) error {
 	known := map[string]string{} // key -> projection, to forget removed versions' gauges
 	var waiters []chan struct{}
 	for {
+		if l.leading.Load() {
+			// Versions whose records the brokers lost fail before their status is computed, so
+			// that no status shows lag 0 above records that no longer exist.
+			if _, err := l.mgr.FailLostRecords(ctx); err != nil && ctx.Err() == nil {
+				l.retries.Failed("check that the brokers still have the versions' records", err)
+			}
+		}
 		all, err := l.mgr.Status(ctx, true)
 		if err != nil {
 			if ctx.Err() != nil {

@@ -50,6 +50,8 @@ type Manager struct {
 	metrics metrics
 	rates   *rateTracker
 	tsCache tsCache
+
+	lostWatch lostWatch
 }
 
 // New returns the manager of the catalog of c.Store.
@@ -148,8 +150,13 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (*store.Version
 	}
 	opts := store.Options{Topics: req.Topics, Since: req.Since, EventTypes: req.EventTypes,
 		AutoPromote: req.AutoPromote, AllowTruncatedHistory: req.AllowTruncatedHistory}
-	if _, err := m.store.Version(ctx, req.Key); err == nil {
-		return nil, control.Invalid("create %s: the key is already used; choose another key", req.Key)
+	if old, err := m.store.Version(ctx, req.Key); err == nil {
+		if old.State == store.StateRemoved {
+			return nil, control.Invalid("create %s: the key belonged to a version of %s that was removed%s; a key is never reused, so that its history (promotions, verifications, commands) stays unambiguous: choose another key, such as %s",
+				req.Key, old.Projection, removedOn(old), m.nextKey(ctx, req.Projection))
+		}
+		return nil, control.Invalid("create %s: the key is already used by a version of %s (state %s); choose another key, such as %s",
+			req.Key, old.Projection, old.State, m.nextKey(ctx, req.Projection))
 	}
 	nv := store.NewVersion{Key: req.Key, Definition: def, Options: opts}
 	if req.Start {
@@ -204,6 +211,29 @@ func (m *Manager) Resume(ctx context.Context, key string) (*store.Version, error
 		return nil, err
 	}
 	return m.store.ResumeVersion(ctx, key)
+}
+
+// removedOn says when a removed version was removed (" on <date>"), "" when unknown.
+func removedOn(v *store.Version) string {
+	if v.RemovedAt == nil {
+		return ""
+	}
+	return " on " + v.RemovedAt.UTC().Format(time.RFC3339)
+}
+
+// nextKey is the first key <projection>_vN, after the highest N in use, that no version has.
+func (m *Manager) nextKey(ctx context.Context, projection string) string {
+	versions, err := m.store.Versions(ctx)
+	n := 1
+	if err == nil {
+		for _, v := range versions {
+			var k int
+			if _, err := fmt.Sscanf(strings.TrimPrefix(v.Key, projection+"_v"), "%d", &k); err == nil && strings.HasPrefix(v.Key, projection+"_v") {
+				n = max(n, k+1)
+			}
+		}
+	}
+	return fmt.Sprintf("%s_v%d", projection, n)
 }
 
 // shortHash is a definition hash ("sha256:<hex>") shortened for messages, as git shortens

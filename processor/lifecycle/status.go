@@ -13,6 +13,11 @@ import (
 	"github.com/kreplay/kreplay/store"
 )
 
+// stalledFresh is how long the reason a running version does not advance is shown in status after
+// the engine last said it (it says it every 30s while it lasts): a reason older than that was left
+// by an instance that stopped.
+const stalledFresh = 90 * time.Second
+
 // Status computes the status of every version that is not removed (all: removed ones too),
 // from the catalog and the brokers' high watermarks.
 func (m *Manager) Status(ctx context.Context, all bool) ([]control.Status, error) {
@@ -77,8 +82,11 @@ func (m *Manager) Status(ctx context.Context, all bool) ([]control.Status, error
 		if def, err := m.cfg.Definition(v.Projection); err == nil {
 			st.Drift = def.Hash() != v.DefinitionHash
 		}
-		if v.Error != nil {
+		switch {
+		case v.Error != nil:
 			st.Error = v.Error.Error()
+		case v.Stalled != "" && v.StalledAt != nil && now.Sub(*v.StalledAt) < stalledFresh:
+			st.Error = v.Stalled
 		}
 		byTP := map[store.TopicPartition]store.Checkpoint{}
 		for _, c := range cps[v.Key] {
