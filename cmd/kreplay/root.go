@@ -197,6 +197,9 @@ func clientChecks(cfg *topology.Config) error {
 	if err := cfg.EnvError(); err != nil {
 		return err
 	}
+	if err := topology.ValidateInstallation(cfg.Installation); err != nil {
+		return err
+	}
 	for _, b := range cfg.Kafka.Brokers {
 		if strings.TrimSpace(b) == "" {
 			return errors.New("kafka.brokers has a blank entry; write host:port")
