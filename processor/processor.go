@@ -38,6 +38,10 @@ type Options struct {
 	// ShutdownTimeout bounds how long a batch in flight may take to finish at shutdown or
 	// revocation before it is rolled back. Defaults to 15s.
 	ShutdownTimeout time.Duration
+	// TakeOver takes the control and status topics from another catalog that holds them
+	// (serve --take-over), instead of refusing to start: for an installation whose predecessor
+	// on these topics is gone for good.
+	TakeOver bool
 }
 
 // Processor is `kreplay serve`: it keeps every running version of every projection applied
@@ -51,6 +55,7 @@ type Processor struct {
 	metrics         *metrics
 	health          *health
 	shutdownTimeout time.Duration
+	takeOver        bool
 	instance        string
 	abrupt          atomic.Bool // Kill: stop without finishing batches or committing offsets
 	started         chan struct{}
@@ -89,6 +94,7 @@ func New(cfg *topology.Config, opts Options) *Processor {
 		cfg: cfg, log: opts.Logger, reg: opts.Registry, metrics: m,
 		health:          &health{m: m},
 		shutdownTimeout: opts.ShutdownTimeout,
+		takeOver:        opts.TakeOver,
 		instance:        instanceName(),
 		started:         make(chan struct{}),
 		retries:         retry.NewLogger(opts.Logger, slog.LevelWarn),
@@ -272,8 +278,15 @@ func (p *Processor) setup(ctx context.Context) error {
 	p.leader = leader.New(leader.Config{
 		ControlTopic: cfg.Kafka.ControlTopic, StatusTopic: cfg.Kafka.StatusTopic, Secret: cfg.Control.Secret,
 		Instance: p.instance, StatusInterval: cfg.Control.StatusInterval,
-		ClientOpts: p.kafkaOpts(cfg.Kafka.ClientID + "-control"),
+		Installation: cfg.Installation, TakeOver: p.takeOver,
+		ClientOpts:       p.kafkaOpts(cfg.Kafka.ClientID + "-control"),
+		StatusClientOpts: p.kafkaOpts(cfg.Kafka.ClientID + "-installation"),
 	}, p.store, p.producer, p.mgr, p.log, p.reg)
+	// Before anything is consumed: the consumer groups are named after the installation, and
+	// another catalog on these topics would split their partitions with this one.
+	if err := p.checkInstallation(ctx); err != nil {
+		return err
+	}
 
 	var errs []error
 	for _, pc := range cfg.Projections {
@@ -294,6 +307,20 @@ func (p *Processor) setup(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// checkInstallation makes sure this catalog holds the control and status topics (see
+// leader.CheckInstallation), retrying while PostgreSQL or Kafka fail; a clash ends it at once.
+func (p *Processor) checkInstallation(ctx context.Context) error {
+	var clash *leader.ClashError
+	return retry.Policy{
+		Retryable: func(err error) bool { return !errors.As(err, &clash) && !kafkaconn.Refused(err) },
+		Log:       p.retries, What: "check the installation on the status topic", Max: 5 * time.Second,
+	}.Do(ctx, func(ctx context.Context) error {
+		actx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		return p.leader.CheckInstallation(actx)
+	})
 }
 
 // waitFor runs fn until it succeeds, logging while a dependency is unreachable; an error

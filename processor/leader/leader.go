@@ -30,8 +30,16 @@ type Config struct {
 	Instance string
 	// StatusInterval is how often the statuses are computed. Defaults to 2s.
 	StatusInterval time.Duration
-	// ClientOpts are the options of the leader's own Kafka clients (the control-topic reader).
+	// Installation is the installation's name: commands addressed to another one are ignored,
+	// and the catalog is recorded under it (CheckInstallation).
+	Installation string
+	// TakeOver lets CheckInstallation take the topics from another catalog (serve --take-over).
+	TakeOver bool
+	// ClientOpts are the options of the leader's control-topic reader.
 	ClientOpts []kgo.Opt
+	// StatusClientOpts are the options of the client that follows and publishes the catalogs'
+	// announcements on the status topic (see CheckInstallation).
+	StatusClientOpts []kgo.Opt
 }
 
 // Leader computes the versions' statuses on every instance and, while it holds the leadership,
@@ -46,6 +54,7 @@ type Leader struct {
 	metrics  *metrics
 	work     *startstop.Group // auto-promotions, under Run
 
+	guard     *guard // set by CheckInstallation
 	leading   atomic.Bool
 	published statusPublisher
 	auto      autoPromoter
@@ -79,11 +88,23 @@ func (l *Leader) Statuses() []control.Status {
 }
 
 // Run computes the statuses every StatusInterval and competes for the leadership until ctx
-// ends; it returns once everything it started has stopped.
+// ends; it returns once everything it started has stopped. It returns a *ClashError when
+// another catalog takes the control and status topics over. CheckInstallation must have
+// succeeded first.
 func (l *Leader) Run(ctx context.Context) error {
+	if l.guard == nil {
+		return errNoGuard
+	}
+	cl, err := kgo.NewClient(l.guardOpts(l.guard.pos)...)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	l.guard.cl = cl
 	l.work = startstop.New(ctx)
 	defer l.work.Stop()
 	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return l.followInstallation(gctx) })
 	g.Go(func() error { return l.statusLoop(gctx) })
 	g.Go(func() error { return l.elect(gctx) })
 	return g.Wait()
@@ -119,6 +140,7 @@ func (l *Leader) elect(ctx context.Context) error {
 			case <-gctx.Done():
 			}
 		})
+		g.Go(l.announceLoop)
 		l.leading.Store(true)
 		err = l.lead(g.Context())
 		l.leading.Store(false)
