@@ -157,6 +157,8 @@ func (l *Leader) elect(ctx context.Context) error {
 }
 
 // lead consumes the control topic from the position recorded in the catalog until ctx ends.
+// Before it executes a command, it looks ahead at what it has fetched already, so that a cancel
+// published after a command that has not started yet takes effect (see lookAhead).
 func (l *Leader) lead(ctx context.Context) error {
 	l.mgr.FinishRemovals(ctx)
 	topic := l.cfg.ControlTopic
@@ -174,38 +176,36 @@ func (l *Leader) lead(ctx context.Context) error {
 		return err
 	}
 	defer cl.Close()
+	r := &controlReader{cl: cl, applied: map[int64]bool{}}
 	for {
-		fetches := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
+		e := l.next(ctx, r)
+		if e == nil {
 			return nil
 		}
-		fetches.EachError(func(t string, part int32, err error) {
-			l.retries.Failed("read the control topic", err, "topic", t, "partition", part)
-		})
-		var rerr error
-		fetches.EachRecord(func(rec *kgo.Record) {
-			if rerr != nil {
-				return
-			}
-			out := l.execute(ctx, rec)
+		if err := l.lookAhead(ctx, r); err != nil {
 			if ctx.Err() != nil {
-				rerr = ctx.Err()
-				return
+				return nil
 			}
+			return err
+		}
+		out, answer := l.execute(ctx, e)
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if answer {
 			if out.OK {
 				l.refreshStatus(ctx, 5*time.Second)
 			}
 			if err := l.publishOutcome(ctx, out); err != nil {
-				rerr = err
-				return
+				return err
 			}
-			rerr = l.catalog("record the control position").Do(ctx, func(ctx context.Context) error {
-				return l.store.SetControlPosition(ctx, topic, rec.Offset+1)
-			})
-		})
-		if rerr != nil {
-			return rerr
 		}
+		if err := l.catalog("record the control position").Do(ctx, func(ctx context.Context) error {
+			return l.store.SetControlPosition(ctx, topic, e.rec.Offset+1)
+		}); err != nil {
+			return err
+		}
+		r.pending = r.pending[1:]
 	}
 }
 
