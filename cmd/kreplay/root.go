@@ -79,6 +79,7 @@ need only Kafka.`,
 		a.verifyCommand(),
 		a.promoteCommand(),
 		a.rollbackCommand(),
+		a.cancelCommand(),
 		a.versionCommand(),
 		a.demoCommand(),
 	)
