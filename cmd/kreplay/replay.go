@@ -133,7 +133,8 @@ func (a *app) createCommand() *cobra.Command {
 		Short: "Create a replay: a new version of a projection in schema KEY",
 		Long: `Create a replay: a new version KEY of projection P, with the projection's current
 definition from serve's config, in its own schema KEY and consumer group
-kreplay.P.KEY. With --start it starts at once; otherwise run kreplay start KEY.`,
+<installation>.P.KEY (kreplay.P.KEY by default). With --start it starts at once;
+otherwise run kreplay start KEY.`,
 		Example: `  kreplay create balances_v2 --projection balances --start
   kreplay create balances_v3 --projection balances --since 2026-01-01T00:00:00Z --event-types MoneyDeposited`,
 		Args: keyArg,

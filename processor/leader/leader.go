@@ -206,6 +206,7 @@ func (l *Leader) lead(ctx context.Context) error {
 			return err
 		}
 		r.pending = r.pending[1:]
+		delete(r.applied, e.rec.Offset)
 	}
 }
 
