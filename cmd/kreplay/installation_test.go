@@ -43,6 +43,9 @@ func TestInstallationClash(t *testing.T) {
 	bank.produce(500)
 	s1 := bank.startServe()
 	bank.waitCaughtUp("balances_v1")
+	out := bank.mustRun("create", "balances_v2", "--projection", "balances", "-o", "json")
+	var created map[string]any
+	require.NoError(t, json.Unmarshal([]byte(out), &created), out)
 	bankCatalog := bank.text("SELECT catalog_id::text FROM kreplay.installation")
 	bankDB := bank.text("SELECT current_database()")
 
@@ -70,6 +73,8 @@ func TestInstallationClash(t *testing.T) {
 		regexp.QuoteMeta(shopCatalog)+` \(database `+shop.text("SELECT current_database()")+`, installation "kreplay"\), announced at 20\d\d-[^;]*; it took them over`, s1.stderr.String())
 	shop.waitCaughtUp("customer_orders_v1")
 	require.True(t, groups(t, bank.kafka)["kreplay.customer_orders.customer_orders_v1"])
+	require.Equal(t, "0", shop.text("SELECT count(*)::text FROM kreplay.commands"), "the commands before the take-over were the bank's")
+	require.Equal(t, "done", shop.finalOutcome("kreplay.status", created["command_id"].(string))["state"], "the bank's outcome stands")
 	eventually(t, 30*time.Second, func() (bool, string) {
 		out := shop.mustRun("status", "-o", "json")
 		_, there := decodeStatuses(t, out)["balances_v1"]

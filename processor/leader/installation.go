@@ -156,6 +156,11 @@ func (l *Leader) CheckInstallation(ctx context.Context) error {
 		if held && !l.cfg.TakeOver {
 			return l.clash(g, holder, false)
 		}
+		if held { // a take-over: done before the claim, so that a retry after it does not miss it
+			if err := l.skipCommandsTakenOver(ctx, cl); err != nil {
+				return err
+			}
+		}
 		offset, err := l.announce(ctx, cl, g, claim{catalog: in.CatalogID, takeOver: held}, true)
 		if err != nil {
 			return err
@@ -163,7 +168,7 @@ func (l *Leader) CheckInstallation(ctx context.Context) error {
 		if err := g.readTo(ctx, cl, offset+1); err != nil {
 			return err
 		}
-		if holder, held = g.holders.holder(); holder.catalog != in.CatalogID {
+		if holder, _ = g.holders.holder(); holder.catalog != in.CatalogID {
 			return l.clash(g, holder, false) // another catalog claimed them just before
 		}
 		if holder.takeOver {
@@ -247,6 +252,25 @@ func (l *Leader) announce(ctx context.Context, cl *kgo.Client, g *guard, c claim
 		return 0, fmt.Errorf("announce this catalog on %s: %w", l.cfg.StatusTopic, err)
 	}
 	return rec.Offset, nil
+}
+
+// skipCommandsTakenOver has this catalog read the control topic from its current end: the
+// commands before were the catalog's it took the topics from (they ran there, or were
+// answered), not this one's to run or to answer again.
+func (l *Leader) skipCommandsTakenOver(ctx context.Context, cl *kgo.Client) error {
+	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, l.cfg.ControlTopic)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		return fmt.Errorf("control topic %s: %w", l.cfg.ControlTopic, err)
+	}
+	end, _ := ends.Lookup(l.cfg.ControlTopic, 0)
+	if err := l.store.SetControlPosition(ctx, l.cfg.ControlTopic, end.Offset); err != nil {
+		return err
+	}
+	l.log.Info("the commands on the control topic before the take-over are left to the catalog taken over", "topic", l.cfg.ControlTopic, "from_offset", end.Offset)
+	return nil
 }
 
 // clearStatuses tombstones the version statuses on the status topic that are not this
