@@ -155,8 +155,13 @@ func (c *Client) Send(ctx context.Context, cmd Command) (*Outcome, error) {
 		return started, fmt.Errorf("command %s (%s) started on %s at %s and is %w; its outcome will follow on %s: see kreplay status",
 			cmd.ID, Describe(&cmd), orUnknown(started.ExecutedBy), started.ExecutedAt.UTC().Format(time.RFC3339), ErrStillRunning, c.cfg.StatusTopic)
 	}
+	deadline := cmd.Expires(cmd.IssuedAt)
+	if time.Now().Before(deadline) { // a caller that stopped waiting before the command's deadline
+		return nil, fmt.Errorf("%w: command %s (%s) has not started yet; it may start until its deadline %s (kreplay cancel %s prevents it); is kreplay serve running against %s?",
+			ErrNoServe, cmd.ID, Describe(&cmd), deadline.UTC().Format(time.RFC3339), cmd.ID, strings.Join(c.brokers(), ","))
+	}
 	return nil, fmt.Errorf("%w: command %s (%s) was not started before its deadline %s, so it will not run (a serve that reads it later answers \"expired\"); is kreplay serve running against %s?",
-		ErrNoServe, cmd.ID, Describe(&cmd), cmd.Expires(cmd.IssuedAt).UTC().Format(time.RFC3339), strings.Join(c.brokers(), ","))
+		ErrNoServe, cmd.ID, Describe(&cmd), deadline.UTC().Format(time.RFC3339), strings.Join(c.brokers(), ","))
 }
 
 // Describe names a command for messages: "promote balances_v2", "rollback balances",
