@@ -18,7 +18,8 @@ import (
 	"github.com/kreplay/kreplay/store"
 )
 
-// outcomes reads the outcomes on the status topic (command id -> outcomes, in order).
+// outcomes reads the final outcomes on the status topic (command id -> outcomes, in order),
+// leaving out the interim ones of commands that started.
 func (b *bundle) outcomes() map[string][]control.Outcome {
 	b.t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(b.kafka.Addrs...), kgo.ConsumeTopics("kreplay.status"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
@@ -34,7 +35,9 @@ func (b *bundle) outcomes() map[string][]control.Outcome {
 			if strings.HasPrefix(string(r.Key), "command:") {
 				var o control.Outcome
 				require.NoError(b.t, json.Unmarshal(r.Value, &o))
-				out[o.CommandID] = append(out[o.CommandID], o)
+				if o.Final() {
+					out[o.CommandID] = append(out[o.CommandID], o)
+				}
 			}
 		})
 	}
@@ -170,4 +173,24 @@ func promotableWith(t *testing.T, secret string) (*bundle, *running, *bankgen.Ba
 	require.NoError(t, err)
 	eventually(t, 30*time.Second, func() bool { return b.state("balances_v2") == store.StateTailing }, "v2 did not reach tailing")
 	return b, r, bank
+}
+
+// A command addressed to another installation (another kreplay on the same control topic, or
+// an old command of the installation that used the topic before) is left alone: no outcome,
+// nothing recorded or changed, a counter. One without the field (another producer's) runs.
+func TestCommandsAddressedElsewhere(t *testing.T) {
+	t.Parallel()
+	b := setup(t, map[string]int32{bankTopic: 2})
+	b.kafka.Produce(bankgen.New(bankTopic, 2, 20, 5).Events(100)...)
+	reg := prometheus.NewRegistry()
+	b.startWith(b.config(bankgen.Config(bankTopic, 2, "global", false)), processor.Options{Registry: reg})
+	b.command(`{"id":"x1","installation":"shop","command":"create","replay":"balances_v2","projection":"balances"}`)
+	b.command(`{"id":"x2","installation":"kreplay","command":"create","replay":"balances_v3","projection":"balances"}`)
+	b.command(`{"id":"x3","command":"create","replay":"balances_v4","projection":"balances"}`)
+	require.True(t, b.waitOutcome("x2", 1).OK)
+	require.True(t, b.waitOutcome("x3", 1).OK)
+	require.NotContains(t, b.outcomes(), "x1")
+	require.Equal(t, int64(0), b.scalar("SELECT count(*) FROM kreplay.versions WHERE key = 'balances_v2'"))
+	require.Equal(t, int64(0), b.scalar("SELECT count(*) FROM kreplay.commands WHERE id = 'x1'"))
+	require.Equal(t, 1.0, metricValue(t, reg, "kreplay_control_commands_total", map[string]string{"command": "create", "result": "other_installation"}))
 }

@@ -39,6 +39,10 @@ type Options struct {
 	// ShutdownTimeout bounds how long a batch in flight may take to finish at shutdown or
 	// revocation before it is rolled back. Defaults to 15s.
 	ShutdownTimeout time.Duration
+	// TakeOver takes the control and status topics from another catalog that holds them
+	// (serve --take-over), instead of refusing to start: for an installation whose predecessor
+	// on these topics is gone for good.
+	TakeOver bool
 }
 
 // Processor is `kreplay serve`: it keeps every running version of every projection applied
@@ -52,6 +56,7 @@ type Processor struct {
 	metrics         *metrics
 	health          *health
 	shutdownTimeout time.Duration
+	takeOver        bool
 	instance        string
 	abrupt          atomic.Bool // Kill: stop without finishing batches or committing offsets
 	started         chan struct{}
@@ -90,6 +95,7 @@ func New(cfg *topology.Config, opts Options) *Processor {
 		cfg: cfg, log: opts.Logger, reg: opts.Registry, metrics: m,
 		health:          &health{m: m},
 		shutdownTimeout: opts.ShutdownTimeout,
+		takeOver:        opts.TakeOver,
 		instance:        instanceName(),
 		started:         make(chan struct{}),
 		retries:         retry.NewLogger(opts.Logger, slog.LevelWarn),
@@ -273,8 +279,15 @@ func (p *Processor) setup(ctx context.Context) error {
 	p.leader = leader.New(leader.Config{
 		ControlTopic: cfg.Kafka.ControlTopic, StatusTopic: cfg.Kafka.StatusTopic, Secret: cfg.Control.Secret,
 		Instance: p.instance, StatusInterval: cfg.Control.StatusInterval,
-		ClientOpts: p.kafkaOpts(cfg.Kafka.ClientID + "-control"),
+		Installation: cfg.Installation, TakeOver: p.takeOver,
+		ClientOpts:       p.kafkaOpts(cfg.Kafka.ClientID + "-control"),
+		StatusClientOpts: p.kafkaOpts(cfg.Kafka.ClientID + "-installation"),
 	}, p.store, p.producer, p.mgr, p.log, p.reg)
+	// Before anything is consumed: the consumer groups are named after the installation, and
+	// another catalog on these topics would split their partitions with this one.
+	if err := p.checkInstallation(ctx); err != nil {
+		return err
+	}
 
 	// What PostgreSQL refuses about the config stops serve; a passing failure (a connection
 	// terminated, the server restarting, a broker not answering) is waited out.
@@ -322,6 +335,20 @@ func transientAtStart(err error) bool {
 		return store.IsTransient(err)
 	}
 	return kafkaconn.Retriable(err)
+}
+
+// checkInstallation makes sure this catalog holds the control and status topics (see
+// leader.CheckInstallation), retrying while PostgreSQL or Kafka fail; a clash ends it at once.
+func (p *Processor) checkInstallation(ctx context.Context) error {
+	var clash *leader.ClashError
+	return retry.Policy{
+		Retryable: func(err error) bool { return !errors.As(err, &clash) && !kafkaconn.Refused(err) },
+		Log:       p.retries, What: "check the installation on the status topic", Max: 5 * time.Second,
+	}.Do(ctx, func(ctx context.Context) error {
+		actx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		return p.leader.CheckInstallation(actx)
+	})
 }
 
 // waitFor runs fn until it succeeds, logging while a dependency is unreachable; an error

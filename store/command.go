@@ -9,30 +9,50 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
+// The states of a recorded command.
+const (
+	CommandRunning  = "running"  // claimed and executing (one left running was interrupted)
+	CommandDone     = "done"     // executed: OK and Error say how it went
+	CommandExpired  = "expired"  // not run: its deadline had passed when serve read it
+	CommandCanceled = "canceled" // not run: the cancel command CanceledBy came before it started
+)
+
 // CommandRecord is a control command as the catalog records it.
 type CommandRecord struct {
 	ID         string
 	Command    string
 	Replay     string
 	Projection string
-	State      string // running, done
+	State      string // CommandRunning, CommandDone, CommandExpired, CommandCanceled
 	OK         bool
 	Error      string
 	Result     json.RawMessage
 	IssuedBy   string
 	IssuedAt   time.Time
+	Deadline   *time.Time
+	CanceledBy string // the id of the cancel command, when canceled
 	ExecutedBy string
-	StartedAt  time.Time
+	StartedAt  time.Time // when it was claimed (executed, expired or canceled)
 	FinishedAt *time.Time
 }
 
-// ClaimCommand records that this instance executes a command id. It returns false, with the
-// record of the earlier claim, when the id was claimed before: a command id is executed at
-// most once, even when the control topic is read again.
+// ClaimCommand records a command id: as running (c.State empty or CommandRunning) when this
+// instance is about to execute it, or, with c.Error, as expired or canceled, which it never will.
+// It returns false, with the record of the earlier claim, when the id was claimed before: a
+// command id is executed at most once, even when the control topic is read again, and an expired
+// or canceled one never.
 func (s *Store) ClaimCommand(ctx context.Context, c CommandRecord) (bool, *CommandRecord, error) {
-	tag, err := s.pool.Exec(ctx, `INSERT INTO kreplay.commands (id, command, replay, projection, issued_by, issued_at, executed_by)
-		VALUES ($1, $2, nullif($3, ''), nullif($4, ''), nullif($5, ''), $6, $7) ON CONFLICT (id) DO NOTHING`,
-		c.ID, c.Command, c.Replay, c.Projection, c.IssuedBy, c.IssuedAt, c.ExecutedBy)
+	state := c.State
+	if state == "" {
+		state = CommandRunning
+	}
+	tag, err := s.pool.Exec(ctx, `INSERT INTO kreplay.commands (id, command, replay, projection, issued_by, issued_at, executed_by,
+			state, deadline, canceled_by, ok, error, finished_at)
+		VALUES ($1, $2, nullif($3, ''), nullif($4, ''), nullif($5, ''), $6, $7,
+			$8, $9, nullif($10, ''), CASE WHEN $8 = 'running' THEN NULL ELSE false END, nullif($11, ''),
+			CASE WHEN $8 = 'running' THEN NULL ELSE now() END)
+		ON CONFLICT (id) DO NOTHING`,
+		c.ID, c.Command, c.Replay, c.Projection, c.IssuedBy, c.IssuedAt, c.ExecutedBy, state, c.Deadline, c.CanceledBy, c.Error)
 	if err != nil {
 		return false, nil, err
 	}
@@ -54,11 +74,12 @@ func (s *Store) FinishCommand(ctx context.Context, id string, ok bool, errMsg st
 func (s *Store) Command(ctx context.Context, id string) (*CommandRecord, error) {
 	var c CommandRecord
 	var ok *bool
-	var errMsg, replay, projection, by, execBy *string
+	var errMsg, replay, projection, by, execBy, canceledBy *string
 	var issued *time.Time
 	err := s.pool.QueryRow(ctx, `SELECT id, command, replay, projection, state, ok, error, result, issued_by, issued_at,
-		executed_by, started_at, finished_at FROM kreplay.commands WHERE id = $1`, id).Scan(
-		&c.ID, &c.Command, &replay, &projection, &c.State, &ok, &errMsg, &c.Result, &by, &issued, &execBy, &c.StartedAt, &c.FinishedAt)
+		deadline, canceled_by, executed_by, started_at, finished_at FROM kreplay.commands WHERE id = $1`, id).Scan(
+		&c.ID, &c.Command, &replay, &projection, &c.State, &ok, &errMsg, &c.Result, &by, &issued,
+		&c.Deadline, &canceledBy, &execBy, &c.StartedAt, &c.FinishedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -72,6 +93,7 @@ func (s *Store) Command(ctx context.Context, id string) (*CommandRecord, error) 
 		return *p
 	}
 	c.Replay, c.Projection, c.Error, c.IssuedBy, c.ExecutedBy = deref(replay), deref(projection), deref(errMsg), deref(by), deref(execBy)
+	c.CanceledBy = deref(canceledBy)
 	c.OK = ok != nil && *ok
 	if issued != nil {
 		c.IssuedAt = *issued

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"net"
 	"os"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,12 +16,19 @@ import (
 
 // Config is the root of kreplay.yaml.
 type Config struct {
-	Kafka       KafkaConfig    `yaml:"kafka"`
-	Postgres    PostgresConfig `yaml:"postgres"`
-	HTTP        HTTPConfig     `yaml:"http"`
-	Control     ControlConfig  `yaml:"control"`
-	Sources     []Source       `yaml:"sources"`
-	Projections []Projection   `yaml:"projections"`
+	// Installation names this kreplay installation (one catalog, the instances that serve it
+	// and the operators that drive it): it prefixes the control, status and dead-letter topics
+	// (<installation>.control ...) unless they are set, and the consumer groups
+	// (<installation>.<projection>.<key>), so that several installations share a Kafka cluster.
+	// Commands carry it, and serve ignores those addressed to another installation. Defaults to
+	// "kreplay".
+	Installation string         `yaml:"installation"`
+	Kafka        KafkaConfig    `yaml:"kafka"`
+	Postgres     PostgresConfig `yaml:"postgres"`
+	HTTP         HTTPConfig     `yaml:"http"`
+	Control      ControlConfig  `yaml:"control"`
+	Sources      []Source       `yaml:"sources"`
+	Projections  []Projection   `yaml:"projections"`
 
 	envErrs []error // what ApplyEnv could not use: see EnvError
 }
@@ -36,13 +44,14 @@ type KafkaConfig struct {
 	EmbeddedListen string `yaml:"embedded_listen"`
 	// ClientID is the Kafka client id. Defaults to "kreplay".
 	ClientID string `yaml:"client_id"`
-	// ControlTopic carries the commands. Defaults to "kreplay.control".
+	// ControlTopic carries the commands. Defaults to "<installation>.control"
+	// ("kreplay.control").
 	ControlTopic string `yaml:"control_topic"`
 	// StatusTopic carries command outcomes and status. Defaults to
-	// "kreplay.status".
+	// "<installation>.status" ("kreplay.status").
 	StatusTopic string `yaml:"status_topic"`
 	// DeadLetterTopic receives the records of projections with on_error:
-	// dead_letter. Defaults to "kreplay.dead_letter".
+	// dead_letter. Defaults to "<installation>.dead_letter" ("kreplay.dead_letter").
 	DeadLetterTopic string `yaml:"dead_letter_topic"`
 	// SessionTimeout is the consumer group session timeout. Defaults to 45s.
 	SessionTimeout time.Duration `yaml:"session_timeout"`
@@ -122,6 +131,22 @@ type ControlConfig struct {
 
 // embeddedBroker is the kafka.brokers entry that runs an in-process broker.
 const embeddedBroker = "embedded"
+
+// DefaultInstallation is the installation name of a config that sets none: its topics and
+// groups keep the names they had before installations were named.
+const DefaultInstallation = "kreplay"
+
+// installationRE is an installation name: Kafka topic characters, short enough that its topics
+// and groups (<installation>.<projection>.<key>) stay readable.
+var installationRE = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,64}$`)
+
+// ValidateInstallation checks an installation name.
+func ValidateInstallation(name string) error {
+	if !installationRE.MatchString(name) || name == "." || name == ".." {
+		return fmt.Errorf("installation %q: use 1-64 characters from a-z, A-Z, 0-9, '.', '_' and '-' (other than \".\" and \"..\"), such as installation: shop", name)
+	}
+	return nil
+}
 
 // The catalog schema, which no other setting may name.
 const catalogSchema = "kreplay"
@@ -210,15 +235,16 @@ func (c *Config) ApplyEnv(getenv func(string) string) {
 // SetDefaults fills every setting left empty with its default, sources and
 // projections included.
 func (c *Config) SetDefaults() {
+	setString(&c.Installation, DefaultInstallation)
 	k := &c.Kafka
 	if len(k.Brokers) == 0 {
 		k.Brokers = []string{"127.0.0.1:9092"}
 	}
 	setString(&k.EmbeddedListen, "127.0.0.1:9092")
 	setString(&k.ClientID, "kreplay")
-	setString(&k.ControlTopic, "kreplay.control")
-	setString(&k.StatusTopic, "kreplay.status")
-	setString(&k.DeadLetterTopic, "kreplay.dead_letter")
+	setString(&k.ControlTopic, c.Installation+".control")
+	setString(&k.StatusTopic, c.Installation+".status")
+	setString(&k.DeadLetterTopic, c.Installation+".dead_letter")
 	setDuration(&k.SessionTimeout, 45*time.Second)
 	setDuration(&k.RebalanceTimeout, 60*time.Second)
 
@@ -253,10 +279,10 @@ func setDuration(v *time.Duration, def time.Duration) {
 	}
 }
 
-// GroupName is the Kafka consumer group of a version: standard lag tools show every version's
-// progress under it.
+// GroupName is the Kafka consumer group of a version, <installation>.<projection>.<key>:
+// standard lag tools show every version's progress under it.
 func (c *Config) GroupName(projection, key string) string {
-	return "kreplay." + projection + "." + key
+	return c.Installation + "." + projection + "." + key
 }
 
 // Projection returns the projection with the given name.
@@ -284,6 +310,9 @@ func (c *Config) Source(topic string) (*Source, bool) {
 func (c *Config) Validate() error {
 	v := &validator{}
 	v.errs = append(v.errs, c.envErrs...)
+	if err := ValidateInstallation(c.Installation); err != nil {
+		v.errs = append(v.errs, err)
+	}
 	c.validateKafka(v)
 	c.validatePostgres(v)
 	if l := c.HTTP.Listen; l != "off" {

@@ -115,6 +115,7 @@ projections:
 	c.SetDefaults()
 
 	require.Equal(t, Config{
+		Installation: "kreplay",
 		Kafka: KafkaConfig{
 			Brokers:          []string{"127.0.0.1:9092"},
 			EmbeddedListen:   "127.0.0.1:9092",
@@ -278,7 +279,7 @@ func TestParseUnknownKeys(t *testing.T) {
 		{
 			name: "top level",
 			yaml: "kafka: {}\nprojection: []\n",
-			want: `config line 2: unknown key "projection" (known keys here: kafka, postgres, http, control, sources, projections); did you mean "projections"?`,
+			want: `config line 2: unknown key "projection" (known keys here: installation, kafka, postgres, http, control, sources, projections); did you mean "projections"?`,
 		},
 		{
 			name: "nested in a projection",
@@ -321,7 +322,7 @@ func TestParseErrors(t *testing.T) {
 		{"comments only", "# nothing here\n", []string{"config is empty"}},
 		{"null document", "---\n~\n", []string{"config is empty"}},
 		{"two documents", "kafka: {}\n---\npostgres: {}\n", []string{"config line 3: a second YAML document starts here"}},
-		{"top level list", "- a\n- b\n", []string{"config line 1: want a mapping with the keys kafka, postgres, http, control, sources, projections at the top, got a list"}},
+		{"top level list", "- a\n- b\n", []string{"config line 1: want a mapping with the keys installation, kafka, postgres, http, control, sources, projections at the top, got a list"}},
 		{"top level scalar", "hello\n", []string{`got "hello"`}},
 		{"syntax", "kafka:\n  brokers: [a\n", []string{"config line"}},
 		{"tab indentation", "kafka:\n\tbrokers: []\n", []string{"config line 2: found character that cannot start any token"}},
@@ -492,6 +493,9 @@ func TestValidate(t *testing.T) {
 		{"topic too long", func(c *Config) { c.Kafka.DeadLetterTopic = strings.Repeat("a", 250) }, `(250 bytes)`},
 		{"control is a source", func(c *Config) { c.Kafka.ControlTopic = "bank.accounts" }, `kafka.control_topic "bank.accounts" is also declared under sources:; kreplay's own topics must be distinct from event topics`},
 		{"status is control", func(c *Config) { c.Kafka.StatusTopic = c.Kafka.ControlTopic }, `kafka.control_topic and kafka.status_topic are both "kreplay.control"; each needs its own topic`},
+		{"installation characters", func(c *Config) { c.Installation = "shop eu" }, `installation "shop eu": use 1-64 characters from a-z, A-Z, 0-9, '.', '_' and '-'`},
+		{"installation too long", func(c *Config) { c.Installation = strings.Repeat("a", 65) }, `installation "` + strings.Repeat("a", 65) + `": use 1-64 characters`},
+		{"installation dot", func(c *Config) { c.Installation = ".." }, `installation "..": use 1-64 characters`},
 		{"session timeout", func(c *Config) { c.Kafka.SessionTimeout = -time.Second }, `kafka.session_timeout -1s: must be positive`},
 		{"rebalance timeout", func(c *Config) { c.Kafka.RebalanceTimeout = -1 }, `kafka.rebalance_timeout -1ns: must be positive`},
 		{"tls file without tls", func(c *Config) { c.Kafka.TLS.CAFile = "ca.pem" }, `kafka.tls.ca_file is set but kafka.tls.enabled is false; set enabled: true or remove ca_file`},
@@ -581,4 +585,27 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 	joined, ok := err.(interface{ Unwrap() []error })
 	require.True(t, ok, "Validate joins its errors")
 	require.Len(t, joined.Unwrap(), 4)
+}
+
+// The installation name namespaces kreplay's own topics and its consumer groups; topics set
+// explicitly still win; the default name keeps the names of an installation without one.
+func TestInstallationNamespaces(t *testing.T) {
+	t.Parallel()
+	c, err := Parse([]byte("installation: shop\nkafka:\n  status_topic: ops.status\nsources:\n  - topic: a\nprojections:\n  - name: p\n"))
+	require.NoError(t, err)
+	c.SetDefaults()
+	require.Equal(t, "shop", c.Installation)
+	require.Equal(t, "shop.control", c.Kafka.ControlTopic)
+	require.Equal(t, "ops.status", c.Kafka.StatusTopic, "an explicit topic wins")
+	require.Equal(t, "shop.dead_letter", c.Kafka.DeadLetterTopic)
+	require.Equal(t, "shop.balances.balances_v2", c.GroupName("balances", "balances_v2"))
+
+	d := &Config{}
+	d.SetDefaults()
+	require.Equal(t, "kreplay", d.Installation)
+	require.Equal(t, []string{"kreplay.control", "kreplay.status", "kreplay.dead_letter"}, []string{d.Kafka.ControlTopic, d.Kafka.StatusTopic, d.Kafka.DeadLetterTopic})
+	require.Equal(t, "kreplay.balances.balances_v1", d.GroupName("balances", "balances_v1"))
+
+	_, err = Parse([]byte("instalation: shop\nsources:\n  - topic: a\nprojections:\n  - name: p\n"))
+	require.ErrorContains(t, err, "instalation")
 }

@@ -3,8 +3,11 @@ package main
 import (
 	"context"
 	"errors"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -128,4 +131,104 @@ func TestBinaryEndToEnd(t *testing.T) {
 		t.Fatalf("serve did not exit within 20s of SIGTERM; logs:\n%s", logs.String())
 	}
 	require.Contains(t, logs.String(), "kreplay stopped")
+}
+
+// proc is a kreplay process that runs beside the test: a serve, or a client that waits.
+type proc struct {
+	t              *testing.T
+	cmd            *exec.Cmd
+	stdout, stderr *syncBuffer
+	done           chan struct{}
+}
+
+// spawn starts the binary with the test's config and args; it is killed at the end of the test
+// if it still runs.
+func (e *env) spawn(args ...string) *proc {
+	e.t.Helper()
+	p := &proc{t: e.t, cmd: exec.Command(binary, append(args, "-c", e.config)...), stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
+	p.cmd.Env = binEnv()
+	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
+	require.NoError(e.t, p.cmd.Start())
+	go func() { _ = p.cmd.Wait(); close(p.done) }()
+	e.t.Cleanup(func() {
+		if !p.exited() {
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+		if e.t.Failed() {
+			e.t.Logf("$ kreplay %s\n%s%s", strings.Join(args, " "), p.stdout.String(), p.stderr.String())
+		}
+	})
+	return p
+}
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// wait waits for the process to exit and returns its exit code.
+func (p *proc) wait(timeout time.Duration) int {
+	p.t.Helper()
+	select {
+	case <-p.done:
+		return p.cmd.ProcessState.ExitCode()
+	case <-time.After(timeout):
+		p.t.Fatalf("kreplay %s did not exit within %s\n%s%s", strings.Join(p.cmd.Args[1:], " "), timeout, p.stdout.String(), p.stderr.String())
+		return -1
+	}
+}
+
+// startServe runs `kreplay serve` with args and waits until it serves (set up, consuming).
+func (e *env) startServe(args ...string) *proc {
+	e.t.Helper()
+	s := e.spawn(append([]string{"serve"}, args...)...)
+	eventually(e.t, 60*time.Second, func() (bool, string) {
+		if s.exited() {
+			e.t.Fatalf("serve exited at start (exit %d):\n%s", s.cmd.ProcessState.ExitCode(), s.stderr.String())
+		}
+		return strings.Contains(s.stderr.String(), `msg="kreplay serving"`), "serve is not serving yet"
+	})
+	return s
+}
+
+// stop sends SIGTERM to a serve and waits for its clean exit.
+func (p *proc) stop() {
+	p.t.Helper()
+	require.NoError(p.t, p.cmd.Process.Signal(syscall.SIGTERM))
+	require.Equal(p.t, 0, p.wait(30*time.Second), "serve's exit after SIGTERM:\n%s", p.stderr.String())
+}
+
+// metric is the sum of a serve's /metrics samples of name whose line contains match.
+func (p *proc) metric(name, match string) float64 {
+	p.t.Helper()
+	addr := ""
+	for _, line := range strings.Split(p.stderr.String(), "\n") {
+		if strings.Contains(line, `msg="http listening"`) {
+			for _, f := range strings.Fields(line) {
+				if a, ok := strings.CutPrefix(f, "addr="); ok {
+					addr = a
+				}
+			}
+		}
+	}
+	require.NotEmpty(p.t, addr, "serve logged no HTTP address")
+	resp, err := http.Get("http://" + addr + "/metrics")
+	require.NoError(p.t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(p.t, err)
+	var sum float64
+	for _, line := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(line, name) && strings.Contains(line, match) {
+			v, err := strconv.ParseFloat(line[strings.LastIndex(line, " ")+1:], 64)
+			require.NoError(p.t, err, line)
+			sum += v
+		}
+	}
+	return sum
 }

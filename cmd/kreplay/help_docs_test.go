@@ -65,7 +65,7 @@ func helpOf(t *testing.T, args ...string) string {
 
 func TestHelpDefaults(t *testing.T) {
 	t.Parallel()
-	require.Regexp(t, `--timeout duration +how long to wait for serve's outcome \(default --wait \+ 1m0s\)\n`, helpOf(t, "promote"))
+	require.Regexp(t, `--timeout duration +the command's deadline: serve starts it within this time or never; the CLI waits for the outcome as long \(default --wait \+ 1m0s\)\n`, helpOf(t, "promote"))
 	require.Regexp(t, `--timeout duration +.*\(default 3m0s\)\n`, helpOf(t, "verify"))
 	require.Regexp(t, `--timeout duration +.*\(default 10s\)\n`, helpOf(t, "status"))
 	require.Regexp(t, `--timeout duration +.*\(default 10s\)\n`, helpOf(t, "lag"))

@@ -9,9 +9,11 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/goleak"
 
 	"github.com/kreplay/kreplay/internal/bankgen"
@@ -57,9 +59,16 @@ const bankTopic = "bank.accounts"
 
 func setup(t *testing.T) *env {
 	t.Helper()
-	k := kafkatest.New(t, map[string]int32{bankTopic: 4})
+	return setupOn(t, kafkatest.New(t, map[string]int32{bankTopic: 4}), "", bankgen.Config(bankTopic, 4, "global", false))
+}
+
+// setupOn is an env on a given cluster (another installation beside the first one's), with
+// head (top-level settings such as "installation: shop\n") and projections (sources: and
+// projections:) in its config file.
+func setupOn(t *testing.T, k *kafkatest.Cluster, head, projections string) *env {
+	t.Helper()
 	dbURL := storetest.NewDatabase(t)
-	cfg := fmt.Sprintf(`kafka:
+	cfg := head + fmt.Sprintf(`kafka:
   brokers: [%q]
   session_timeout: 3s
   rebalance_timeout: 5s
@@ -69,7 +78,7 @@ http:
   listen: "127.0.0.1:0"
 control:
   status_interval: 200ms
-`, strings.Join(k.Addrs, ","), dbURL) + bankgen.Config(bankTopic, 4, "global", false)
+`, strings.Join(k.Addrs, ","), dbURL) + projections
 	path := filepath.Join(t.TempDir(), "kreplay.yaml")
 	require.NoError(t, os.WriteFile(path, []byte(cfg), 0o600))
 	return &env{t: t, kafka: k, dbURL: dbURL, config: path, bank: bankgen.New(bankTopic, 4, 40, 7)}
@@ -128,4 +137,67 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// text runs a query that returns one value on the env's database, as text.
+func (e *env) text(sql string, args ...any) string {
+	e.t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, e.dbURL)
+	require.NoError(e.t, err)
+	defer conn.Close(ctx)
+	var s string
+	require.NoError(e.t, conn.QueryRow(ctx, sql, args...).Scan(&s), sql)
+	return s
+}
+
+// outcomes are the outcomes on a status topic, by command id, in the order published; decoded
+// loosely, so that tests check the JSON contract's field names.
+func (e *env) outcomes(topic string) map[string][]map[string]any {
+	e.t.Helper()
+	ends := e.kafka.EndOffsets(topic)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(e.kafka.Addrs...), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	require.NoError(e.t, err)
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out := map[string][]map[string]any{}
+	pos := map[int32]int64{}
+	reached := func() bool {
+		for p, end := range ends {
+			if pos[p] < end {
+				return false
+			}
+		}
+		return true
+	}
+	for !reached() {
+		fetches := cl.PollFetches(ctx)
+		require.NoError(e.t, ctx.Err(), "read %s", topic)
+		fetches.EachRecord(func(r *kgo.Record) {
+			pos[r.Partition] = r.Offset + 1
+			if id, ok := strings.CutPrefix(string(r.Key), "command:"); ok && r.Value != nil {
+				var o map[string]any
+				require.NoError(e.t, json.Unmarshal(r.Value, &o))
+				out[id] = append(out[id], o)
+			}
+		})
+	}
+	return out
+}
+
+// finalOutcome waits for a command's final outcome (not the interim one of a command that
+// runs) on a status topic.
+func (e *env) finalOutcome(topic, id string) map[string]any {
+	e.t.Helper()
+	var last map[string]any
+	eventually(e.t, 30*time.Second, func() (bool, string) {
+		all := e.outcomes(topic)[id]
+		if len(all) == 0 {
+			return false, "no outcome for command " + id + " on " + topic
+		}
+		last = all[len(all)-1]
+		return last["state"] != "running", fmt.Sprintf("command %s: %v", id, last)
+	})
+	return last
 }

@@ -52,8 +52,9 @@ func TestClientsWithoutServe(t *testing.T) {
 	k := kafkatest.New(t, map[string]int32{"kreplay.control": 1, "kreplay.status": 1})
 	brokers = k.Addrs[0]
 	_, _, err = execute(ctx, "start", "stock_v2", "--brokers", brokers, "-c", clientConfig, "--timeout", "1s")
-	require.ErrorContains(t, err, "no answer from kreplay serve: no outcome for command")
-	require.ErrorContains(t, err, "(start) before the timeout; is kreplay serve running against "+brokers+"?")
+	require.ErrorContains(t, err, "no answer from kreplay serve: command ")
+	require.ErrorContains(t, err, "(start stock_v2) was not started before its deadline ")
+	require.ErrorContains(t, err, `so it will not run (a serve that reads it later answers "expired"); is kreplay serve running against `+brokers+"?")
 	noStatus := "no status on kreplay.status within 1s: is kreplay serve running against " + brokers + "?"
 	_, _, err = execute(ctx, "status", "--brokers", brokers, "-c", clientConfig, "--timeout", "1s")
 	require.ErrorContains(t, err, noStatus)

@@ -61,7 +61,7 @@ kreplay rollback can switch back at once.`,
 	f.BoolVar(&opts.Verified, "verified", false, "refuse unless KEY's last verify, against the current live version, passed")
 	// Not addTimeout: the default depends on --wait (see RunE), and cobra would print a fixed one
 	// beside it.
-	f.DurationVar(&timeout, "timeout", 0, "how long to wait for serve's outcome (default --wait + 1m0s)")
+	f.DurationVar(&timeout, "timeout", 0, sendTimeoutHelp+" (default --wait + 1m0s)")
 	return cmd
 }
 
@@ -84,7 +84,7 @@ func (a *app) rollbackCommand() *cobra.Command {
 			})
 		},
 	}
-	addTimeout(cmd, &timeout, defaultSendTimeout, "how long to wait for serve's outcome")
+	addTimeout(cmd, &timeout, defaultSendTimeout, sendTimeoutHelp)
 	return cmd
 }
 
@@ -136,7 +136,7 @@ anything differs.`,
 			})
 		},
 	}
-	addTimeout(cmd, &timeout, defaultSendTimeout+2*time.Minute, "how long to wait for serve's outcome (verify may wait up to 2m for both versions to align)")
+	addTimeout(cmd, &timeout, defaultSendTimeout+2*time.Minute, sendTimeoutHelp+" (verify may wait up to 2m for both versions to align)")
 	return cmd
 }
 

@@ -21,6 +21,16 @@ import (
 
 const defaultSendTimeout = 60 * time.Second
 
+// sendTimeoutHelp is the help of --timeout on the commands that send one.
+const sendTimeoutHelp = "the command's deadline: serve starts it within this time or never; the CLI waits for the outcome as long"
+
+// deadlineMargin is how much longer than the command's deadline the CLI waits for its outcome:
+// for hosts' clocks a little apart, and for a command that started just before its deadline
+// to say so. A quarter of the timeout, at least 1s and at most 5s.
+func deadlineMargin(timeout time.Duration) time.Duration {
+	return min(5*time.Second, max(time.Second, timeout/4))
+}
+
 // send publishes c and waits up to timeout for its outcome. With -o json it prints the outcome
 // as is; otherwise human prints it (for a successful outcome, or any verify outcome, whose
 // report says what differs).
@@ -32,7 +42,10 @@ func (a *app) send(cmd *cobra.Command, timeout time.Duration, c control.Command,
 	return a.sendWith(cmd, cfg, timeout, c, human)
 }
 
-// sendWith is send with the config already loaded.
+// sendWith is send with the config already loaded. The command's deadline is timeout from now:
+// serve never starts it later (it answers expired). The CLI waits for the outcome until a
+// little after the deadline (deadlineMargin); when it gives up, it says whether the command
+// started (and runs on) or did not (and will not run).
 func (a *app) sendWith(cmd *cobra.Command, cfg *topology.Config, timeout time.Duration, c control.Command, human func(io.Writer, *control.Outcome) error) error {
 	if timeout <= 0 {
 		return fmt.Errorf("--timeout %s: must be positive", timeout)
@@ -42,12 +55,18 @@ func (a *app) sendWith(cmd *cobra.Command, cfg *topology.Config, timeout time.Du
 		return err
 	}
 	defer cl.Close()
-	ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+	if c.ID == "" {
+		c.ID = control.NewCommandID()
+	}
+	deadline := time.Now().Add(timeout).UTC()
+	c.Deadline = &deadline
+	ctx, cancel := context.WithDeadline(cmd.Context(), deadline.Add(deadlineMargin(timeout)))
 	defer cancel()
+	a.logger.Debug("publishing a command", "id", c.ID, "command", c.Command, "deadline", deadline)
 	out, err := cl.Send(ctx, c)
 	if err != nil {
 		if cmd.Context().Err() != nil {
-			return fmt.Errorf("interrupted while waiting for the outcome of %s; it may still run: check kreplay status", c.Command)
+			return interrupted(&c, out)
 		}
 		return err
 	}
@@ -63,6 +82,21 @@ func (a *app) sendWith(cmd *cobra.Command, cfg *topology.Config, timeout time.Du
 		}
 	}
 	return outcomeError(out)
+}
+
+// interrupted is the error of a command whose wait was interrupted (SIGINT), started (the interim
+// outcome) or not.
+func interrupted(c *control.Command, started *control.Outcome) error {
+	what := fmt.Sprintf("command %s (%s)", c.ID, control.Describe(c))
+	if started != nil {
+		return fmt.Errorf("interrupted while waiting for the outcome of %s: it started on %s at %s and runs on; see kreplay status",
+			what, orDash(started.ExecutedBy), started.ExecutedAt.UTC().Format(time.RFC3339))
+	}
+	if c.Command == "cancel" {
+		return fmt.Errorf("interrupted while waiting for the outcome of %s: it may still take effect until its deadline %s", what, c.Deadline.Format(time.RFC3339))
+	}
+	return fmt.Errorf("interrupted while waiting for the outcome of %s: it may still run until its deadline %s; to make sure it does not: kreplay cancel %s",
+		what, c.Deadline.Format(time.RFC3339), c.ID)
 }
 
 // outcomeError is nil for a successful outcome, else its reason.
@@ -99,7 +133,8 @@ func (a *app) createCommand() *cobra.Command {
 		Short: "Create a replay: a new version of a projection in schema KEY",
 		Long: `Create a replay: a new version KEY of projection P, with the projection's current
 definition from serve's config, in its own schema KEY and consumer group
-kreplay.P.KEY. With --start it starts at once; otherwise run kreplay start KEY.`,
+<installation>.P.KEY (kreplay.P.KEY by default). With --start it starts at once;
+otherwise run kreplay start KEY.`,
 		Example: `  kreplay create balances_v2 --projection balances --start
   kreplay create balances_v3 --projection balances --since 2026-01-01T00:00:00Z --event-types MoneyDeposited`,
 		Args: keyArg,
@@ -158,7 +193,7 @@ kreplay.P.KEY. With --start it starts at once; otherwise run kreplay start KEY.`
 	f.BoolVar(&opts.AutoPromote, "auto-promote", false, "verify and promote the version once it is tailing with lag 0")
 	f.BoolVar(&opts.AllowTruncatedHistory, "allow-truncated-history", false, "start at the log start where retention or compaction removed records")
 	f.BoolVar(&opts.Start, "start", false, "start the replay at once")
-	addTimeout(cmd, &timeout, defaultSendTimeout, "how long to wait for serve's outcome")
+	addTimeout(cmd, &timeout, defaultSendTimeout, sendTimeoutHelp)
 	return cmd
 }
 
@@ -178,7 +213,7 @@ func (a *app) transitionCommand(name, short string) *cobra.Command {
 			})
 		},
 	}
-	addTimeout(cmd, &timeout, defaultSendTimeout, "how long to wait for serve's outcome")
+	addTimeout(cmd, &timeout, defaultSendTimeout, sendTimeoutHelp)
 	return cmd
 }
 

@@ -80,6 +80,7 @@ need only Kafka.`,
 		a.verifyCommand(),
 		a.promoteCommand(),
 		a.rollbackCommand(),
+		a.cancelCommand(),
 		a.versionCommand(),
 		a.demoCommand(),
 	)
@@ -196,6 +197,9 @@ func (a *app) config(cmd *cobra.Command, need configNeed) (*topology.Config, err
 // clientChecks are the checks of a config without projections: what a client uses of it.
 func clientChecks(cfg *topology.Config) error {
 	if err := cfg.EnvError(); err != nil {
+		return err
+	}
+	if err := topology.ValidateInstallation(cfg.Installation); err != nil {
 		return err
 	}
 	for _, b := range cfg.Kafka.Brokers {

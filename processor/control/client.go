@@ -24,12 +24,13 @@ import (
 // topic and waits for their outcomes, and reads statuses from the status topic. It needs only
 // Kafka (no database credentials).
 type Client struct {
-	cfg      topology.KafkaConfig
-	secret   string
-	issuedBy string
-	cl       *kgo.Client
-	admin    *kadm.Client
-	seeds    []string
+	cfg          topology.KafkaConfig
+	installation string
+	secret       string
+	issuedBy     string
+	cl           *kgo.Client
+	admin        *kadm.Client
+	seeds        []string
 
 	// statuses follows the status topic across calls of Statuses (status --watch): one consumer
 	// and its position, so that each call reads only what was published since the last.
@@ -58,7 +59,7 @@ func NewClient(cfg *topology.Config, logger *slog.Logger) (*Client, error) {
 	if h, err := os.Hostname(); err == nil {
 		by += "@" + h
 	}
-	return &Client{cfg: cfg.Kafka, secret: cfg.Control.Secret, issuedBy: by, cl: cl, admin: kadm.NewClient(cl), seeds: brokers}, nil
+	return &Client{cfg: cfg.Kafka, installation: cfg.Installation, secret: cfg.Control.Secret, issuedBy: by, cl: cl, admin: kadm.NewClient(cl), seeds: brokers}, nil
 }
 
 // Close closes the client.
@@ -69,11 +70,20 @@ func (c *Client) Close() {
 	c.cl.Close()
 }
 
-// ErrNoServe: nothing answered on the status topic in time.
+// ErrNoServe: nothing answered on the status topic in time: the command did not start by its
+// deadline, so it will not run.
 var ErrNoServe = errors.New("no answer from kreplay serve")
 
-// Send publishes a command (an id and issued_at/by are filled in when empty), signed when a
-// secret is configured, and waits until its outcome appears on the status topic or ctx ends.
+// ErrStillRunning: the command started, but its final outcome did not come in time.
+var ErrStillRunning = errors.New("still running")
+
+// Send publishes a command (an id, issued_at/by and the client's installation are filled in
+// when empty; the deadline, when nil, is ctx's deadline if it has one), signed when a secret is
+// configured, and waits until its final outcome appears on the status topic or ctx ends.
+//
+// When ctx ends first, it returns ErrStillRunning with the interim outcome if the command had
+// started, and ErrNoServe otherwise (with ctx's deadline; ctx's error when it was canceled,
+// with the interim outcome if there was one).
 func (c *Client) Send(ctx context.Context, cmd Command) (*Outcome, error) {
 	if cmd.ID == "" {
 		cmd.ID = NewCommandID()
@@ -83,6 +93,13 @@ func (c *Client) Send(ctx context.Context, cmd Command) (*Outcome, error) {
 	}
 	if cmd.IssuedBy == "" {
 		cmd.IssuedBy = c.issuedBy
+	}
+	if cmd.Installation == "" {
+		cmd.Installation = c.installation
+	}
+	if d, ok := ctx.Deadline(); ok && cmd.Deadline == nil {
+		d = d.UTC()
+		cmd.Deadline = &d
 	}
 	value, err := json.Marshal(cmd)
 	if err != nil {
@@ -96,10 +113,14 @@ func (c *Client) Send(ctx context.Context, cmd Command) (*Outcome, error) {
 	if err != nil {
 		return nil, fmt.Errorf("status topic %s: %w", c.cfg.StatusTopic, err)
 	}
-	// Keyed by replay key (docs/ARCHITECTURE.md); rollback names only a projection.
+	// Keyed by replay key (docs/ARCHITECTURE.md); rollback names only a projection, cancel the
+	// command it cancels.
 	key := cmd.Replay
 	if key == "" {
 		key = cmd.Projection
+	}
+	if cmd.Command == "cancel" {
+		key, _ = CancelTarget(&cmd)
 	}
 	rec := &kgo.Record{Topic: c.cfg.ControlTopic, Key: []byte(key), Value: value}
 	if c.secret != "" {
@@ -109,25 +130,60 @@ func (c *Client) Send(ctx context.Context, cmd Command) (*Outcome, error) {
 		return nil, fmt.Errorf("publish the command to %s: %w", c.cfg.ControlTopic, err)
 	}
 	want := []byte(OutcomeKey(cmd.ID))
-	var out *Outcome
+	var final, started *Outcome
 	err = c.consume(ctx, ends.KOffsets(), func(r *kgo.Record) bool {
 		if string(r.Key) != string(want) || r.Value == nil {
 			return true
 		}
 		var o Outcome
-		if err := json.Unmarshal(r.Value, &o); err == nil {
-			out = &o
+		if err := json.Unmarshal(r.Value, &o); err != nil {
+			return true
 		}
-		return out == nil
+		if !o.Final() {
+			started = &o
+			return true
+		}
+		final = &o
+		return false
 	})
-	if out != nil {
-		return out, nil
+	switch {
+	case final != nil:
+		return final, nil
+	case err != nil && !errors.Is(err, context.DeadlineExceeded):
+		return started, err
+	case started != nil:
+		return started, fmt.Errorf("command %s (%s) started on %s at %s and is %w; its outcome will follow on %s: see kreplay status",
+			cmd.ID, Describe(&cmd), orUnknown(started.ExecutedBy), started.ExecutedAt.UTC().Format(time.RFC3339), ErrStillRunning, c.cfg.StatusTopic)
 	}
-	if err == nil || errors.Is(err, context.DeadlineExceeded) {
-		return nil, fmt.Errorf("%w: no outcome for command %s (%s) before the timeout; is kreplay serve running against %s? The command stays on the control topic and will run when one is",
-			ErrNoServe, cmd.ID, cmd.Command, strings.Join(c.brokers(), ","))
+	deadline := cmd.Expires(cmd.IssuedAt)
+	if time.Now().Before(deadline) { // a caller that stopped waiting before the command's deadline
+		return nil, fmt.Errorf("%w: command %s (%s) has not started yet; it may start until its deadline %s (kreplay cancel %s prevents it); is kreplay serve running against %s?",
+			ErrNoServe, cmd.ID, Describe(&cmd), deadline.UTC().Format(time.RFC3339), cmd.ID, strings.Join(c.brokers(), ","))
 	}
-	return nil, err
+	return nil, fmt.Errorf("%w: command %s (%s) was not started before its deadline %s, so it will not run (a serve that reads it later answers \"expired\"); is kreplay serve running against %s?",
+		ErrNoServe, cmd.ID, Describe(&cmd), deadline.UTC().Format(time.RFC3339), strings.Join(c.brokers(), ","))
+}
+
+// Describe names a command for messages: "promote balances_v2", "rollback balances",
+// "cancel 3f2a...".
+func Describe(c *Command) string {
+	switch {
+	case c.Command == "cancel":
+		id, _ := CancelTarget(c)
+		return strings.TrimSpace("cancel " + id)
+	case c.Replay != "":
+		return c.Command + " " + c.Replay
+	case c.Projection != "":
+		return c.Command + " " + c.Projection
+	}
+	return c.Command
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "an unknown instance"
+	}
+	return s
 }
 
 func (c *Client) brokers() []string { return c.seeds }
@@ -213,8 +269,8 @@ func (f *statusFollower) readTo(ctx context.Context, ends kadm.ListedOffsets) er
 		}
 		fetches.EachRecord(func(r *kgo.Record) {
 			f.pos[r.Partition] = r.Offset + 1
-			if strings.HasPrefix(string(r.Key), "command:") {
-				return
+			if strings.Contains(string(r.Key), ":") {
+				return // a command's outcome or a catalog's announcement: replay keys hold no ':'
 			}
 			if r.Value == nil {
 				delete(f.latest, string(r.Key))

@@ -106,6 +106,18 @@ type CreateOptions struct {
 	DefinitionHash string `json:"definition_hash,omitempty"`
 }
 
+// CancelReport is what became of the command a cancel names: a successful cancel's result.
+type CancelReport struct {
+	CommandID  string `json:"command_id"`
+	Command    string `json:"command"`
+	Replay     string `json:"replay,omitempty"`
+	Projection string `json:"projection,omitempty"`
+	// State is canceled or expired: either way it was not run and never will be.
+	State string `json:"state"`
+	// CanceledBy is the id of the cancel that canceled it (this one, or an earlier one).
+	CanceledBy string `json:"canceled_by,omitempty"`
+}
+
 // ErrInvalid marks a request refused as such (unknown projection or key, bad option, truncated
 // history...): nothing was changed.
 var ErrInvalid = errors.New("invalid request")

@@ -89,6 +89,8 @@ func (l *Leader) dispatch(ctx context.Context, cmd *control.Command) (any, error
 			return rep, fmt.Errorf("verify %s: differs from %s in: %s", rep.Version, rep.Against, strings.Join(rep.Differs, "; "))
 		}
 		return rep, nil
+	case "cancel":
+		return l.cancelCommand(ctx, cmd)
 	}
 	return nil, control.Invalid("unknown command %q", cmd.Command)
 }

@@ -30,8 +30,16 @@ type Config struct {
 	Instance string
 	// StatusInterval is how often the statuses are computed. Defaults to 2s.
 	StatusInterval time.Duration
-	// ClientOpts are the options of the leader's own Kafka clients (the control-topic reader).
+	// Installation is the installation's name: commands addressed to another one are ignored,
+	// and the catalog is recorded under it (CheckInstallation).
+	Installation string
+	// TakeOver lets CheckInstallation take the topics from another catalog (serve --take-over).
+	TakeOver bool
+	// ClientOpts are the options of the leader's control-topic reader.
 	ClientOpts []kgo.Opt
+	// StatusClientOpts are the options of the client that follows and publishes the catalogs'
+	// announcements on the status topic (see CheckInstallation).
+	StatusClientOpts []kgo.Opt
 }
 
 // Leader computes the versions' statuses on every instance and, while it holds the leadership,
@@ -46,6 +54,7 @@ type Leader struct {
 	metrics  *metrics
 	work     *startstop.Group // auto-promotions, under Run
 
+	guard     *guard // set by CheckInstallation
 	leading   atomic.Bool
 	published statusPublisher
 	auto      autoPromoter
@@ -79,11 +88,23 @@ func (l *Leader) Statuses() []control.Status {
 }
 
 // Run computes the statuses every StatusInterval and competes for the leadership until ctx
-// ends; it returns once everything it started has stopped.
+// ends; it returns once everything it started has stopped. It returns a *ClashError when
+// another catalog takes the control and status topics over. CheckInstallation must have
+// succeeded first.
 func (l *Leader) Run(ctx context.Context) error {
+	if l.guard == nil {
+		return errNoGuard
+	}
+	cl, err := kgo.NewClient(l.guardOpts(l.guard.pos)...)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	l.guard.cl = cl
 	l.work = startstop.New(ctx)
 	defer l.work.Stop()
 	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return l.followInstallation(gctx) })
 	g.Go(func() error { return l.statusLoop(gctx) })
 	g.Go(func() error { return l.elect(gctx) })
 	return g.Wait()
@@ -119,6 +140,7 @@ func (l *Leader) elect(ctx context.Context) error {
 			case <-gctx.Done():
 			}
 		})
+		g.Go(l.announceLoop)
 		l.leading.Store(true)
 		err = l.lead(g.Context())
 		l.leading.Store(false)
@@ -135,6 +157,8 @@ func (l *Leader) elect(ctx context.Context) error {
 }
 
 // lead consumes the control topic from the position recorded in the catalog until ctx ends.
+// Before it executes a command, it looks ahead at what it has fetched already, so that a cancel
+// published after a command that has not started yet takes effect (see lookAhead).
 func (l *Leader) lead(ctx context.Context) error {
 	l.mgr.FinishRemovals(ctx)
 	topic := l.cfg.ControlTopic
@@ -152,38 +176,37 @@ func (l *Leader) lead(ctx context.Context) error {
 		return err
 	}
 	defer cl.Close()
+	r := &controlReader{cl: cl, applied: map[int64]bool{}}
 	for {
-		fetches := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
+		e := l.next(ctx, r)
+		if e == nil {
 			return nil
 		}
-		fetches.EachError(func(t string, part int32, err error) {
-			l.retries.Failed("read the control topic", err, "topic", t, "partition", part)
-		})
-		var rerr error
-		fetches.EachRecord(func(rec *kgo.Record) {
-			if rerr != nil {
-				return
-			}
-			out := l.execute(ctx, rec)
+		if err := l.lookAhead(ctx, r); err != nil {
 			if ctx.Err() != nil {
-				rerr = ctx.Err()
-				return
+				return nil
 			}
+			return err
+		}
+		out, answer := l.execute(ctx, e)
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if answer {
 			if out.OK {
 				l.refreshStatus(ctx, 5*time.Second)
 			}
 			if err := l.publishOutcome(ctx, out); err != nil {
-				rerr = err
-				return
+				return err
 			}
-			rerr = l.catalog("record the control position").Do(ctx, func(ctx context.Context) error {
-				return l.store.SetControlPosition(ctx, topic, rec.Offset+1)
-			})
-		})
-		if rerr != nil {
-			return rerr
 		}
+		if err := l.catalog("record the control position").Do(ctx, func(ctx context.Context) error {
+			return l.store.SetControlPosition(ctx, topic, e.rec.Offset+1)
+		}); err != nil {
+			return err
+		}
+		r.pending = r.pending[1:]
+		delete(r.applied, e.rec.Offset)
 	}
 }
 

@@ -24,7 +24,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	pv := []string{"projection", "version"}
 	m := &metrics{
 		commands: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kreplay_control_commands_total",
-			Help: "Control commands by command and result (ok, rejected, failed, duplicate, malformed, unauthorized)."}, []string{"command", "result"}),
+			Help: "Control commands by command and result (ok, rejected, failed, duplicate, malformed, unauthorized, expired, canceled, other_installation)."}, []string{"command", "result"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kreplay_control_unauthorized_total",
 			Help: "Control records refused for a missing or wrong signature."}, []string{"reason"}),
 		lagEvents: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "kreplay_lag_events",
@@ -43,7 +43,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	reg.MustRegister(m.commands, m.rejected, m.lagEvents, m.lagSeconds, m.state, m.progress, m.eta, m.drift)
 	// Series dashboards expect to read as 0 before anything happened.
 	for _, c := range control.Commands {
-		for _, r := range []string{"ok", "rejected", "failed"} {
+		for _, r := range []string{"ok", "rejected", "failed", "expired"} {
 			m.commands.WithLabelValues(c, r)
 		}
 	}
