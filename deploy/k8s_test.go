@@ -88,6 +88,9 @@ type container struct {
 				Key      string `yaml:"key"`
 				Optional bool   `yaml:"optional"`
 			} `yaml:"secretKeyRef"`
+			FieldRef *struct {
+				FieldPath string `yaml:"fieldPath"`
+			} `yaml:"fieldRef"`
 		} `yaml:"valueFrom"`
 	} `yaml:"env"`
 	VolumeMounts []struct {
@@ -230,11 +233,19 @@ func TestKubernetesManifests(t *testing.T) {
 	for _, e := range c.Env {
 		require.Empty(t, e.Value, "%s: deployment settings come from the Secret, not literals", e.Name)
 		require.NotNil(t, e.ValueFrom, e.Name)
+		if e.Name == "KREPLAY_INSTANCE_ID" {
+			// Static membership: the pod's name, stable across its container's restarts.
+			require.NotNil(t, e.ValueFrom.FieldRef, "%s: want a fieldRef", e.Name)
+			require.Equal(t, "metadata.name", e.ValueFrom.FieldRef.FieldPath)
+			continue
+		}
 		ref := e.ValueFrom.SecretKeyRef
 		require.NotNil(t, ref, "%s: want a secretKeyRef", e.Name)
 		require.Equal(t, secret.Metadata.Name, ref.Name, "%s", e.Name)
-		require.Contains(t, secret.StringData, ref.Key, "%s: the example Secret has no key %s", e.Name, ref.Key)
 		require.Equal(t, e.Name == "KREPLAY_CONTROL_SECRET", ref.Optional, "%s: only the control secret is optional", e.Name)
+		if !ref.Optional {
+			require.Contains(t, secret.StringData, ref.Key, "%s: the example Secret has no key %s", e.Name, ref.Key)
+		}
 		env[e.Name] = ref.Key
 	}
 	for _, name := range []string{"KREPLAY_BROKERS", "KREPLAY_DATABASE_URL", "KREPLAY_CONTROL_SECRET"} {
