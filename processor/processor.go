@@ -253,8 +253,11 @@ func (p *Processor) setup(ctx context.Context) error {
 		return err
 	}
 	if err := p.waitFor(ctx, "postgres", func(ctx context.Context) error {
-		_, err := p.store.Migrate(ctx)
-		return err
+		if _, err := p.store.Migrate(ctx); err != nil {
+			return err
+		}
+		// Versions created before roles get theirs; leftovers of crashes are dropped.
+		return p.store.EnsureRoles(ctx)
 	}, store.IsTransient); err != nil {
 		return fmt.Errorf("postgres: %w", err)
 	}

@@ -61,7 +61,7 @@ func TestMigrateIsIdempotent(t *testing.T) {
 	applied, err := s.Migrate(context.Background())
 	require.NoError(t, err)
 	require.Empty(t, applied, "a second run applies nothing")
-	require.Equal(t, int64(1), scalar(t, s, "SELECT count(*) FROM kreplay.schema_migrations"))
+	require.Equal(t, int64(2), scalar(t, s, "SELECT count(*) FROM kreplay.schema_migrations"))
 }
 
 // A handler naming a missing table or column, or using an argument where PostgreSQL infers a type
