@@ -250,6 +250,27 @@ func TestReadsAreReadOnlyLookups(t *testing.T) {
 	require.ErrorContains(t, s.ValidateDefinition(ctx, definition(t, other)), "reads: accounts_v1.owners is a table of version accounts_v1; read the projection's live view instead")
 }
 
+// verify runs the checks on each version's own role, read-only: a check cannot read kreplay's
+// catalog (where the versions' passwords are), not even after leaving its role.
+func TestChecksRunAsTheVersionsRoles(t *testing.T) {
+	t.Parallel()
+	s, _ := open(t)
+	ctx := context.Background()
+	liveAndTailing(t, s)
+	cmp, err := s.Compare(ctx, "accounts_v1", "accounts_v2", []string{"SELECT count(*) FROM balances", "SELECT current_user"})
+	require.NoError(t, err)
+	require.False(t, cmp.Passed, "each check ran as its version's role")
+	require.Regexp(t, `^\{"current_user": "kr_[0-9a-f]{8}_accounts_v1"\}$`, cmp.Results[1].A)
+	require.Regexp(t, `^\{"current_user": "kr_[0-9a-f]{8}_accounts_v2"\}$`, cmp.Results[1].B)
+
+	_, err = s.Compare(ctx, "accounts_v1", "accounts_v2", []string{"SELECT role_password FROM kreplay.versions"})
+	require.ErrorContains(t, err, "permission denied for table versions")
+	_, err = s.Compare(ctx, "accounts_v1", "accounts_v2", []string{"SELECT set_config('role', 'none', true), (SELECT count(*) FROM accounts_v2.balances)"})
+	require.ErrorContains(t, err, "permission denied for schema accounts_v2")
+	_, err = s.Compare(ctx, "accounts_v1", "accounts_v2", []string{"SELECT nextval('audit_n_seq')"})
+	require.ErrorContains(t, err, "read-only transaction")
+}
+
 // A version created before roles existed keeps running (as kreplay's own role) until serve's
 // start gives it a role (EnsureRoles): the role takes over its schema and everything in it, and
 // its appliers log in as it from then on. EnsureRoles also drops what crashes left: the roles of
