@@ -253,13 +253,15 @@ func (p *Processor) setup(ctx context.Context) error {
 		return err
 	}
 	if err := p.waitFor(ctx, "postgres", func(ctx context.Context) error {
-		if _, err := p.store.Migrate(ctx); err != nil {
-			return err
-		}
-		// Versions created before roles get theirs; leftovers of crashes are dropped.
-		return p.store.EnsureRoles(ctx)
+		_, err := p.store.Migrate(ctx)
+		return err
 	}, store.IsTransient); err != nil {
 		return fmt.Errorf("postgres: %w", err)
+	}
+	// Versions created before roles get theirs; leftovers of crashes are dropped. Not under
+	// waitFor's timeout: it may wait for another instance creating a version.
+	if err := p.store.EnsureRoles(ctx); err != nil {
+		return fmt.Errorf("postgres: the versions' roles: %w", err)
 	}
 	p.health.postgres(true, nil)
 	p.log.Info("postgres ready: catalog up to date")

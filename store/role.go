@@ -64,6 +64,10 @@ func (s *Store) catalogID(ctx context.Context) (string, error) {
 		return s.id, nil
 	}
 	if err := s.pool.QueryRow(ctx, "SELECT id FROM kreplay.catalog").Scan(&s.id); err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "42P01" { // undefined_table
+			return "", fmt.Errorf("the catalog is not migrated (run kreplay migrate): %w", err)
+		}
 		return "", fmt.Errorf("catalog id: %w", err)
 	}
 	return s.id, nil
