@@ -2,9 +2,12 @@ package store_test
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
@@ -358,4 +361,81 @@ func TestVersionsCreatedBeforeRolesGetOneAtStart(t *testing.T) {
 	require.ErrorIs(t, err, store.ErrExists)
 	require.ErrorContains(t, err, "a schema of that name already exists in the database and kreplay does not own it")
 	require.Equal(t, []string{prefix + "_versions", prefix + "accounts_v1", prefix + "accounts_v3"}, roles(t, s), "a refused create leaves no role")
+}
+
+// kreplay's database user needs CREATEROLE and its database, not SUPERUSER: with such a user,
+// the whole lifecycle works (migrate, validate, create, apply, verify, promote, remove), and its
+// versions are confined just the same.
+func TestKreplaysUserNeedsOnlyCreateRole(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	user := "kreplay_test_user_" + hex.EncodeToString(b[:])
+	admin := storetest.Conn(t, storetest.ServerURL())
+	_, err := admin.Exec(ctx, "CREATE ROLE "+user+" LOGIN CREATEROLE")
+	require.NoError(t, err)
+	t.Cleanup(func() { // registered before the database's, so it runs after it was dropped
+		c, err := pgx.Connect(context.Background(), storetest.ServerURL())
+		require.NoError(t, err)
+		defer c.Close(context.Background())
+		_, err = c.Exec(context.Background(), "DROP ROLE "+user)
+		require.NoError(t, err)
+	})
+	dbURL := storetest.NewDatabase(t)
+	u, err := url.Parse(dbURL)
+	require.NoError(t, err)
+	_, err = admin.Exec(ctx, "ALTER DATABASE "+strings.TrimPrefix(u.Path, "/")+" OWNER TO "+user)
+	require.NoError(t, err)
+	u.User = url.User(user)
+	s, err := store.Open(ctx, store.Config{URL: u.String(), LockTimeout: 100 * time.Millisecond}, nil)
+	require.NoError(t, err)
+	defer s.Close()
+	_, err = s.Migrate(ctx)
+	require.NoError(t, err)
+	var super bool
+	require.NoError(t, s.Pool().QueryRow(ctx, "SELECT rolsuper FROM pg_roles WHERE rolname = current_user").Scan(&super))
+	require.False(t, super)
+
+	def := definition(t, accountsYAML)
+	require.NoError(t, s.ValidateDefinition(ctx, def))
+	liveAndTailing(t, s)
+	tps := []store.TopicPartition{{Topic: "bank", Partition: 0}, {Topic: "bank", Partition: 1}}
+	for _, key := range []string{"accounts_v1", "accounts_v2"} {
+		_, err := s.Claim(ctx, key, 1, "m", tps, false)
+		require.NoError(t, err)
+		a, err := s.NewApplier(store.ApplierConfig{Key: key, Definition: def})
+		require.NoError(t, err)
+		_, err = a.Apply(ctx, 1, []store.Item{item("Deposited", "x", `{"amount": 10}`, 0, 0), item("Named", "x", `{"name": "Ada"}`, 1, 0)})
+		require.NoError(t, err)
+		a.Close(ctx)
+	}
+	cmp, err := s.Compare(ctx, "accounts_v1", "accounts_v2", def.Checks)
+	require.NoError(t, err)
+	require.True(t, cmp.Passed, "%+v", cmp.Results)
+	_, err = s.Swap(ctx, "accounts_v2", store.SwapPromote, []store.State{store.StateTailing})
+	require.NoError(t, err)
+	require.Equal(t, int64(10), scalar(t, s, "SELECT total FROM public.balances WHERE account_id = 'x'"))
+
+	// Confined as well: a handler of accounts_v3 cannot write the live view.
+	hostile := definition(t, replaceOnce(t, accountsYAML, "INSERT INTO owners VALUES (@aggregate_id, @data->>'name') ON CONFLICT (account_id) DO UPDATE SET name = EXCLUDED.name",
+		"DO $$ BEGIN RESET ROLE; EXECUTE 'UPDATE public.balances SET total = 0'; END $$"))
+	_, err = s.CreateVersion(ctx, store.NewVersion{Key: "accounts_v3", Definition: hostile,
+		Start: []store.PartitionStart{{Topic: "bank", Partition: 1, Target: 100}}})
+	require.NoError(t, err)
+	_, err = s.Claim(ctx, "accounts_v3", 1, "m", tps[1:], false)
+	require.NoError(t, err)
+	a, err := s.NewApplier(store.ApplierConfig{Key: "accounts_v3", Definition: hostile})
+	require.NoError(t, err)
+	_, err = a.Apply(ctx, 1, []store.Item{item("Named", "x", `{}`, 1, 0)})
+	a.Close(ctx)
+	require.ErrorContains(t, err, "permission denied for view balances [SQLSTATE 42501]")
+	require.Equal(t, int64(10), scalar(t, s, "SELECT total FROM public.balances WHERE account_id = 'x'"))
+
+	_, err = s.RemoveVersion(ctx, "accounts_v1")
+	require.NoError(t, err)
+	require.NoError(t, s.DropVersion(ctx, "accounts_v1"))
+	prefix, err := s.RolePrefix(ctx)
+	require.NoError(t, err)
+	require.Equal(t, []string{prefix + "_versions", prefix + "accounts_v2", prefix + "accounts_v3"}, roles(t, s))
 }
