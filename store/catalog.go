@@ -278,10 +278,18 @@ func (s *Store) CreateVersion(ctx context.Context, nv NewVersion) (*Version, err
 		}
 		done := false
 		defer func() {
-			if !done {
-				if err := s.dropRoleNow(ctx, role); err != nil {
-					s.logger.Warn("could not drop the role of a version whose create failed; the next create of its key or serve's start drops it", "version", nv.Key, "err", err)
-				}
+			if done {
+				return
+			}
+			// A commit whose acknowledgement was lost may have created the version after all:
+			// then its role stays.
+			var exists bool
+			err := s.pool.QueryRow(context.WithoutCancel(ctx), "SELECT EXISTS (SELECT 1 FROM kreplay.versions WHERE key = $1)", nv.Key).Scan(&exists)
+			if err == nil && !exists {
+				err = s.dropRoleNow(ctx, role)
+			}
+			if err != nil {
+				s.logger.Warn("could not drop the role of a version whose create failed; the next create of its key or serve's start drops it", "version", nv.Key, "err", err)
 			}
 		}()
 		if err := s.runTables(ctx, s.loginConfig(role, password, nv.Key, "kreplay:create:"+nv.Key), nv.Key, nv.Definition); err != nil {

@@ -301,48 +301,43 @@ func (s *Store) conflictRetry(ctx context.Context, fn func() error) error {
 	}
 }
 
-// withKeyLock runs fn holding a session advisory lock for key (on a connection of the pool):
-// creating a version, giving it a role and sweeping the leftovers of one are serialised between
-// instances.
+// lockConn is a connection of kreplay's role of its own (not the pool's: what runs under the
+// lock uses the pool, which may have a single connection) for session advisory locks, which end
+// with it.
+func (s *Store) lockConn(ctx context.Context) (*pgx.Conn, error) {
+	cfg := s.connConfig()
+	cfg.RuntimeParams["application_name"] = s.cfg.ApplicationName + ":lock"
+	return pgx.ConnectConfig(ctx, cfg)
+}
+
+// keyLock is the advisory lock of a version's key (hashtextextended of this text).
+const keyLock = "kreplay version "
+
+// withKeyLock runs fn holding a session advisory lock for key: creating a version, giving it a
+// role and sweeping the leftovers of one are serialised between instances.
 func (s *Store) withKeyLock(ctx context.Context, key string, fn func() error) error {
-	conn, err := s.pool.Acquire(ctx)
+	conn, err := s.lockConn(ctx)
 	if err != nil {
 		return err
 	}
-	const name = "kreplay version "
-	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock(hashtextextended($1, 0))", name+key); err != nil {
-		conn.Release()
+	defer conn.Close(context.WithoutCancel(ctx)) // and with the session, the lock
+	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock(hashtextextended($1, 0))", keyLock+key); err != nil {
 		return err
 	}
-	defer func() {
-		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		if _, err := conn.Exec(uctx, "SELECT pg_advisory_unlock(hashtextextended($1, 0))", name+key); err != nil {
-			_ = conn.Hijack().Close(uctx) // the lock ends with the session
-			return
-		}
-		conn.Release()
-	}()
 	return fn()
 }
 
 // tryKeyLock is withKeyLock that does not wait: fn does not run (and ok is false) when another
 // session holds the lock.
 func (s *Store) tryKeyLock(ctx context.Context, key string, fn func() error) (ok bool, err error) {
-	conn, err := s.pool.Acquire(ctx)
+	conn, err := s.lockConn(ctx)
 	if err != nil {
 		return false, err
 	}
-	defer conn.Release()
-	const name = "kreplay version "
-	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock(hashtextextended($1, 0))", name+key).Scan(&ok); err != nil || !ok {
+	defer conn.Close(context.WithoutCancel(ctx))
+	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock(hashtextextended($1, 0))", keyLock+key).Scan(&ok); err != nil || !ok {
 		return false, err
 	}
-	defer func() {
-		if _, uerr := conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock(hashtextextended($1, 0))", name+key); uerr != nil {
-			_ = conn.Hijack().Close(context.WithoutCancel(ctx))
-		}
-	}()
 	return true, fn()
 }
 
@@ -429,20 +424,15 @@ func (s *Store) EnsureRoles(ctx context.Context) error {
 // sweepScratch drops the scratch roles of validations that did not finish (a crash), when no
 // validation is running.
 func (s *Store) sweepScratch(ctx context.Context, id string) error {
-	conn, err := s.pool.Acquire(ctx)
+	conn, err := s.lockConn(ctx)
 	if err != nil {
 		return err
 	}
-	defer conn.Release()
+	defer conn.Close(context.WithoutCancel(ctx))
 	var ok bool
 	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", int64(scratchLockKey)).Scan(&ok); err != nil || !ok {
 		return err
 	}
-	defer func() {
-		if _, err := conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", int64(scratchLockKey)); err != nil {
-			_ = conn.Hijack().Close(context.WithoutCancel(ctx))
-		}
-	}()
 	rows, err := conn.Query(ctx, "SELECT rolname FROM pg_roles WHERE starts_with(rolname, $1)", scratchPrefix(id))
 	if err != nil {
 		return err

@@ -56,17 +56,11 @@ func (s *Store) ValidateDefinition(ctx context.Context, def topology.Definition)
 	role := scratchPrefix(id) + hex.EncodeToString(suffix[:])
 
 	// While the scratch role exists, hold the lock that keeps serve's start from sweeping it.
-	lock, err := s.pool.Acquire(ctx)
+	lock, err := s.lockConn(ctx)
 	if err != nil {
 		return fmt.Errorf("validate projection %q: %w", def.Projection, err)
 	}
-	defer func() {
-		if _, err := lock.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock_shared($1)", int64(scratchLockKey)); err != nil {
-			_ = lock.Hijack().Close(context.WithoutCancel(ctx))
-			return
-		}
-		lock.Release()
-	}()
+	defer lock.Close(context.WithoutCancel(ctx)) // after the role is dropped (defers run last first)
 	if _, err := lock.Exec(ctx, "SELECT pg_advisory_lock_shared($1)", int64(scratchLockKey)); err != nil {
 		return fmt.Errorf("validate projection %q: %w", def.Projection, err)
 	}
