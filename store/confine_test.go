@@ -438,4 +438,9 @@ func TestKreplaysUserNeedsOnlyCreateRole(t *testing.T) {
 	prefix, err := s.RolePrefix(ctx)
 	require.NoError(t, err)
 	require.Equal(t, []string{prefix + "_versions", prefix + "accounts_v2", prefix + "accounts_v3"}, roles(t, s))
+
+	// Every role of the catalog, and what they own, for a database about to go.
+	require.NoError(t, s.DropRoles(ctx))
+	require.Empty(t, roles(t, s))
+	require.Equal(t, int64(0), scalar(t, s, "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'accounts_v%'"))
 }

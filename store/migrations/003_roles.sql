@@ -32,6 +32,7 @@ DECLARE
     grp text := 'kr_' || (SELECT id FROM kreplay.catalog) || '__versions';
 BEGIN
     EXECUTE format('CREATE ROLE %I NOLOGIN NOINHERIT', grp);
+    EXECUTE format('GRANT %I TO current_user', grp); -- so that kreplay's role may drop what it holds (DropRoles)
     EXECUTE format('GRANT USAGE ON SCHEMA kreplay TO %I', grp);
 END $$;
 
