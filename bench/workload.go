@@ -16,6 +16,7 @@ import (
 
 	"github.com/kreplay/kreplay/internal/bankgen"
 	"github.com/kreplay/kreplay/internal/kafkaconn"
+	"github.com/kreplay/kreplay/store"
 	"github.com/kreplay/kreplay/topology"
 )
 
@@ -189,13 +190,8 @@ func (d *database) drop() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	conn, err := pgx.Connect(ctx, d.adminURL)
-	if err != nil {
-		progress("drop database %s: %v", d.name, err)
-		return
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{d.name}.Sanitize()+" WITH (FORCE)"); err != nil {
+	// With the roles of its catalog: roles are the server's, and would outlive the database.
+	if err := store.DropDatabase(ctx, d.adminURL, d.name); err != nil {
 		progress("drop database %s: %v", d.name, err)
 	}
 }

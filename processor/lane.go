@@ -255,6 +255,12 @@ func (l *lane) apply(ctx context.Context, b batch, prep *store.Prepared) error {
 // itself, and its version must say so rather than retry in silence.
 const timeoutsBeforeFailing = 5
 
+// deniedBeforeFailing is how long a batch may fail for want of a privilege (SQLSTATE 42501)
+// before the version fails. A version's role owns its schema, so such a failure is most often a
+// statement that reaches outside it (which no retry fixes); a privilege revoked by mistake on a
+// reads: table is fixed within that time, or by resume.
+const deniedBeforeFailing = 30 * time.Second
+
 // execute runs one transaction of entries (send), and records what it applied. A failure that is
 // not the events' own (see store.IsPoison) is retried with backoff, without advancing: a
 // connection lost, a server restarting, a column renamed away, a privilege revoked, a read-only
@@ -265,6 +271,7 @@ func (l *lane) execute(ctx context.Context, b batch, send func() (store.ApplyRes
 	s := l.s
 	backoff := retry.NewBackoff(100*time.Millisecond, 5*time.Second)
 	timeouts, failures := 0, 0
+	var deniedSince time.Time
 	for {
 		start := time.Now()
 		res, err := send()
@@ -303,10 +310,21 @@ func (l *lane) execute(ctx context.Context, b batch, send func() (store.ApplyRes
 		} else {
 			timeouts = 0
 		}
-		if timeouts >= timeoutsBeforeFailing {
+		if !store.IsPermissionDenied(err) {
+			deniedSince = time.Time{}
+		} else if deniedSince.IsZero() {
+			deniedSince = time.Now()
+		}
+		var reason string
+		switch {
+		case timeouts >= timeoutsBeforeFailing:
+			reason = fmt.Sprintf("a batch timed out on %d attempts in a row (%v); raise PostgreSQL's statement_timeout for kreplay's roles, or fix what makes the statement slow, then resume", timeouts, err)
+		case !deniedSince.IsZero() && time.Since(deniedSince) >= deniedBeforeFailing:
+			reason = fmt.Sprintf("a batch was refused for want of a privilege for %s (%v): a version's statements may write only its own schema and read its reads: tables; fix the definition with a new replay, or grant what was revoked, then resume", deniedBeforeFailing, err)
+		}
+		if reason != "" {
 			it := b.items[0].Event
-			verr := store.VersionError{Reason: fmt.Sprintf("a batch timed out on %d attempts in a row (%v); raise PostgreSQL's statement_timeout for kreplay's roles, or fix what makes the statement slow, then resume", timeouts, err),
-				Topic: it.Topic, Partition: it.Partition, Offset: it.Offset}
+			verr := store.VersionError{Reason: reason, Topic: it.Topic, Partition: it.Partition, Offset: it.Offset}
 			if ferr := s.r.p.catalog("mark the version failed").Do(ctx, func(ctx context.Context) error { return s.r.fail(ctx, verr) }); ferr != nil {
 				return ferr
 			}

@@ -265,6 +265,11 @@ func (p *Processor) setup(ctx context.Context) error {
 	}, store.IsTransient); err != nil {
 		return fmt.Errorf("postgres: %w", err)
 	}
+	// Versions created before roles get theirs; leftovers of crashes are dropped. Not under
+	// waitFor's timeout: it may wait for another instance creating a version.
+	if err := p.store.EnsureRoles(ctx); err != nil {
+		return fmt.Errorf("postgres: the versions' roles: %w", err)
+	}
 	p.health.postgres(true, nil)
 	p.log.Info("postgres ready: catalog up to date")
 	if err := p.waitFor(ctx, "kafka", p.ensureTopics, func(err error) bool { return !kafkaconn.Refused(err) }); err != nil {

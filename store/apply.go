@@ -52,8 +52,8 @@ type ApplyResult struct {
 	Handled int
 }
 
-// Applier applies batches of one version on a connection of its own whose search_path is the
-// version's schema. It is not safe for concurrent use; parallel appliers each have their own.
+// Applier applies batches of one version on a connection of its own that logged in as the
+// version's role, with search_path set to the version's schema. It is not safe for concurrent use; parallel appliers each have their own.
 type Applier struct {
 	store    *Store
 	key      string
@@ -115,13 +115,15 @@ func (a *Applier) connect(ctx context.Context) error {
 	if a.conn != nil && !a.conn.IsClosed() {
 		return nil
 	}
-	cfg := a.store.connConfig()
-	cfg.RuntimeParams["search_path"] = ident(a.key)
 	name := "kreplay:" + a.key
 	if a.worker != "" {
 		name += ":" + a.worker
 	}
-	cfg.RuntimeParams["application_name"] = name
+	// The version's own role (see role.go): its handlers and folds can write only its schema.
+	cfg, err := a.store.versionLogin(ctx, a.key, name)
+	if err != nil {
+		return fmt.Errorf("applier %s: %w", a.key, err)
+	}
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("applier %s: connect: %w", a.key, err)

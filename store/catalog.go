@@ -9,7 +9,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/kreplay/kreplay/internal/retry"
 	"github.com/kreplay/kreplay/topology"
 )
 
@@ -80,6 +79,7 @@ type Hold map[string]map[int32]int64
 type Version struct {
 	Key            string
 	Projection     string
+	Role           string // the PostgreSQL role its SQL runs as; "" for a version created before roles, until serve gives it one
 	State          State
 	ResumeState    State // the state resume returns to, while paused or failed
 	Definition     topology.Definition
@@ -117,7 +117,7 @@ type ProjectionRow struct {
 
 const versionColumns = `key, projection, state, coalesce(resume_state, ''), definition, definition_hash, options,
 	error, coalesce(error_topic, ''), coalesce(error_partition, 0), coalesce(error_offset, 0), hold,
-	created_at, started_at, caught_up_at, promoted_at, retired_at, removed_at, updated_at,
+	created_at, started_at, caught_up_at, promoted_at, retired_at, removed_at, updated_at, coalesce(role, ''),
 	coalesce(stalled, ''), stalled_at`
 
 func scanVersion(row pgx.Row) (*Version, error) {
@@ -132,7 +132,7 @@ func scanVersion(row pgx.Row) (*Version, error) {
 	)
 	if err := row.Scan(&v.Key, &v.Projection, &v.State, &v.ResumeState, &def, &v.DefinitionHash, &opts,
 		&errReason, &errTopic, &errPart, &errOffset, &hold,
-		&v.CreatedAt, &v.StartedAt, &v.CaughtUpAt, &v.PromotedAt, &v.RetiredAt, &v.RemovedAt, &v.UpdatedAt,
+		&v.CreatedAt, &v.StartedAt, &v.CaughtUpAt, &v.PromotedAt, &v.RetiredAt, &v.RemovedAt, &v.UpdatedAt, &v.Role,
 		&v.Stalled, &v.StalledAt); err != nil {
 		return nil, err
 	}
@@ -244,9 +244,12 @@ type NewVersion struct {
 	Live bool
 }
 
-// CreateVersion creates a version in one transaction: its catalog row, its schema and tables,
-// and, as asked, its checkpoints (started) and the live views (bootstrap). A transaction
-// PostgreSQL refuses because of a concurrent one is run again, a few times.
+// CreateVersion creates a version: its role (see role.go) owning a new schema, its tables
+// (created by that role, so that its statements can write only there), then, in one transaction,
+// its catalog row and, as asked, its checkpoints (started) and the live views (bootstrap). What
+// an interrupted create left behind is removed by the next create of the key (or at serve start,
+// see EnsureRoles); a transaction PostgreSQL refuses because of a concurrent one is run again, a
+// few times.
 func (s *Store) CreateVersion(ctx context.Context, nv NewVersion) (*Version, error) {
 	if err := topology.ValidateKey(nv.Key); err != nil {
 		return nil, err
@@ -262,24 +265,95 @@ func (s *Store) CreateVersion(ctx context.Context, nv NewVersion) (*Version, err
 	if err != nil {
 		return nil, err
 	}
-	// A transaction refused for a concurrent one (two instances granting the reader role usage
-	// on the live schema at once, say) rolled back entirely: run it again.
-	backoff := retry.NewBackoff(20*time.Millisecond, time.Second)
-	for attempt := 1; ; attempt++ {
-		created, err := s.createVersionOnce(ctx, nv, def, opts)
-		if err == nil || !isConflict(err) || attempt == createAttempts || ctx.Err() != nil {
-			return created, err
-		}
-		if !retry.Sleep(ctx, backoff.Next()) {
-			return nil, err
-		}
+	id, err := s.catalogID(ctx)
+	if err != nil {
+		return nil, err
 	}
+	role := versionRole(id, nv.Key)
+	var created *Version
+	err = s.withKeyLock(ctx, nv.Key, func() error {
+		if err := s.checkNewVersion(ctx, nv); err != nil {
+			return err
+		}
+		if err := s.leftover(ctx, nv.Key); err != nil {
+			return err
+		}
+		password, err := s.createRole(ctx, role, nv.Key, nv.Definition.Reads)
+		if err != nil {
+			return err
+		}
+		done := false
+		defer func() {
+			if done {
+				return
+			}
+			// A commit whose acknowledgement was lost may have created the version after all:
+			// then its role stays.
+			var exists bool
+			err := s.pool.QueryRow(context.WithoutCancel(ctx), "SELECT EXISTS (SELECT 1 FROM kreplay.versions WHERE key = $1)", nv.Key).Scan(&exists)
+			if err == nil && !exists {
+				err = s.dropRoleNow(ctx, role)
+			}
+			if err != nil {
+				s.logger.Warn("could not drop the role of a version whose create failed; the next create of its key or serve's start drops it", "version", nv.Key, "err", err)
+			}
+		}()
+		if err := s.runTables(ctx, s.loginConfig(role, password, nv.Key, "kreplay:create:"+nv.Key), nv.Key, nv.Definition); err != nil {
+			return err
+		}
+		// A transaction refused for a concurrent one (two instances granting the reader role
+		// usage on the live schema at once, say) rolled back entirely: run it again.
+		err = s.conflictRetry(ctx, func() error {
+			created, err = s.createVersionOnce(ctx, nv, def, opts, role, password)
+			return err
+		})
+		done = err == nil
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create %s: %w", nv.Key, err)
+	}
+	return created, nil
 }
 
 // createAttempts bounds CreateVersion's attempts on conflicts with concurrent transactions.
 const createAttempts = 10
 
-func (s *Store) createVersionOnce(ctx context.Context, nv NewVersion, def, opts []byte) (*Version, error) {
+// checkNewVersion refuses a key some version has and a second live version of a projection.
+func (s *Store) checkNewVersion(ctx context.Context, nv NewVersion) error {
+	var owner string
+	var state State
+	err := s.pool.QueryRow(ctx, `SELECT projection, state FROM kreplay.versions WHERE key = $1`, nv.Key).Scan(&owner, &state)
+	if err == nil {
+		return refuse(ErrExists, "replay key %q is already used by projection %q (state %s); choose another key", nv.Key, owner, state)
+	} else if !errors.Is(err, pgx.ErrNoRows) {
+		return err
+	}
+	if nv.Live {
+		var live string
+		err := s.pool.QueryRow(ctx, `SELECT coalesce(live_version, '') FROM kreplay.projections WHERE name = $1`, nv.Definition.Projection).Scan(&live)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return err
+		}
+		if live != "" {
+			return refuse(ErrExists, "projection %q already has a live version (%s)", nv.Definition.Projection, live)
+		}
+	}
+	return nil
+}
+
+// runTables runs a definition's tables statements in schema, on a connection of cfg (the
+// version's role), and commits them.
+func (s *Store) runTables(ctx context.Context, cfg *pgx.ConnConfig, schema string, def topology.Definition) error {
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("connect as the version's role %s: %w", cfg.User, err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error { return runDDL(ctx, tx, schema, def) })
+}
+
+func (s *Store) createVersionOnce(ctx context.Context, nv NewVersion, def, opts []byte, role, password string) (*Version, error) {
 	var created *Version
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		name := nv.Definition.Projection
@@ -301,13 +375,6 @@ func (s *Store) createVersionOnce(ctx context.Context, nv NewVersion, def, opts 
 		} else if !errors.Is(err, pgx.ErrNoRows) {
 			return err
 		}
-		var schemaTaken bool
-		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)`, nv.Key).Scan(&schemaTaken); err != nil {
-			return err
-		}
-		if schemaTaken {
-			return refuse(ErrExists, "replay key %q: a schema of that name already exists in the database and kreplay does not own it; choose another key", nv.Key)
-		}
 		state = StateCreated
 		switch {
 		case nv.Live:
@@ -315,12 +382,9 @@ func (s *Store) createVersionOnce(ctx context.Context, nv NewVersion, def, opts 
 		case nv.Start != nil:
 			state = StateReplaying
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO kreplay.versions (key, projection, state, definition, definition_hash, options, started_at)
-			VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $7 THEN now() END)`,
-			nv.Key, name, state, def, nv.Definition.Hash(), opts, nv.Start != nil); err != nil {
-			return err
-		}
-		if err := createVersionSchema(ctx, tx, nv.Key, nv.Definition); err != nil {
+		if _, err := tx.Exec(ctx, `INSERT INTO kreplay.versions (key, projection, state, definition, definition_hash, options, started_at, role, role_password)
+			VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $7 THEN now() END, $8, $9)`,
+			nv.Key, name, state, def, nv.Definition.Hash(), opts, nv.Start != nil, role, password); err != nil {
 			return err
 		}
 		if nv.Start != nil {
@@ -349,7 +413,7 @@ func (s *Store) createVersionOnce(ctx context.Context, nv NewVersion, def, opts 
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("create %s: %w", nv.Key, err)
+		return nil, err
 	}
 	return created, nil
 }

@@ -15,10 +15,19 @@
 // table of the live version: SELECT * FROM <key>.<table>. Readers query the views; promotion
 // repoints them in one transaction.
 //
+// # Confinement
+//
+// Every version has a PostgreSQL role of its own that owns its schema (role.go explains why a
+// login and not SET ROLE). Its tables statements, its appliers and verify's reads of it run on
+// connections that log in as that role, so its SQL can write nothing outside its schema: not the
+// live views, not another version, not the catalog. [Store.ValidateDefinition] runs a definition
+// as a scratch role with the same rights. [Store.EnsureRoles] (serve's start) gives older versions
+// their role; [DropDatabase] drops a catalog's roles with its database.
+//
 // # The apply transaction
 //
-// An [Applier] owns one connection whose search_path is the version's schema, so handlers never
-// name a schema. A batch of events is sent as one pipeline that PostgreSQL runs as one implicit
+// An [Applier] owns one connection, logged in as the version's role, whose search_path is the
+// version's schema, so handlers never name a schema. A batch of events is sent as one pipeline that PostgreSQL runs as one implicit
 // transaction: the handlers' statements, then kreplay.advance, which moves the checkpoints of the
 // partitions the batch touched. A crash at any point therefore neither loses nor duplicates an
 // event's effect. advance also fences: it refuses the whole batch when the consumer-group

@@ -104,6 +104,13 @@ func IsStatementTimeout(err error) bool {
 	return errors.As(err, &pgErr) && pgErr.Code == "57014"
 }
 
+// IsPermissionDenied reports whether PostgreSQL refused a statement for want of a privilege
+// (SQLSTATE 42501).
+func IsPermissionDenied(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "42501"
+}
+
 // Cause names the kind of a failure in a few words, for metric labels and log grouping: the
 // SQLSTATE class ("sqlstate_42"), "connection" or "other".
 func Cause(err error) string {

@@ -52,8 +52,9 @@ func (s *Store) RemoveVersion(ctx context.Context, key string) (*Version, error)
 	return after, nil
 }
 
-// DropVersion drops a removed version's schema and checkpoints. Its batches in flight finish
-// first (the schema's locks wait for them, up to a minute); later ones are refused by advance.
+// DropVersion drops a removed version's schema, checkpoints and role (with what the role owns
+// and was granted). Its batches in flight finish first (the schema's locks wait for them, up to a
+// minute); later ones are refused by advance.
 func (s *Store) DropVersion(ctx context.Context, key string) error {
 	v, err := s.Version(ctx, key)
 	if err != nil {
@@ -75,7 +76,15 @@ func (s *Store) DropVersion(ctx context.Context, key string) error {
 			if _, err := tx.Exec(ctx, "DELETE FROM kreplay.source_topics WHERE version = $1", key); err != nil {
 				return err
 			}
-			_, err := tx.Exec(ctx, "DELETE FROM kreplay.checkpoints WHERE version = $1", key)
+			if _, err := tx.Exec(ctx, "DELETE FROM kreplay.checkpoints WHERE version = $1", key); err != nil {
+				return err
+			}
+			if v.Role != "" {
+				if err := dropRole(ctx, tx, v.Role); err != nil {
+					return err
+				}
+			}
+			_, err := tx.Exec(ctx, "UPDATE kreplay.versions SET role_password = NULL WHERE key = $1", key)
 			return err
 		})
 	})
@@ -84,4 +93,14 @@ func (s *Store) DropVersion(ctx context.Context, key string) error {
 // transient retries fn until it succeeds, fails for a reason that is not transient, or ctx ends.
 func transient(ctx context.Context, fn func(context.Context) error) error {
 	return retry.Policy{Max: 2 * time.Second, Retryable: IsTransient}.Do(ctx, fn)
+}
+
+// Dropped reports whether a removed version's schema, checkpoints and role are all gone (a
+// removal that a crash interrupted has some of them left).
+func (s *Store) Dropped(ctx context.Context, key string) (bool, error) {
+	var left bool
+	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)
+		OR EXISTS (SELECT 1 FROM kreplay.checkpoints WHERE version = $1)
+		OR EXISTS (SELECT 1 FROM kreplay.versions v JOIN pg_roles r ON r.rolname = v.role WHERE v.key = $1)`, key).Scan(&left)
+	return !left, err
 }

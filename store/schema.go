@@ -13,14 +13,6 @@ import (
 	"github.com/kreplay/kreplay/topology"
 )
 
-// createVersionSchema creates the schema of a version and runs the definition's DDL in it.
-func createVersionSchema(ctx context.Context, tx pgx.Tx, schema string, def topology.Definition) error {
-	if _, err := tx.Exec(ctx, "CREATE SCHEMA "+ident(schema)); err != nil {
-		return fmt.Errorf("create schema %s: %w", schema, err)
-	}
-	return runDDL(ctx, tx, schema, def)
-}
-
 // runDDL runs the definition's table statements with search_path set to schema, checks that
 // they created relations there and nowhere else, and restores the search_path.
 func runDDL(ctx context.Context, tx pgx.Tx, schema string, def topology.Definition) error {

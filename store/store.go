@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -49,6 +50,9 @@ type Store struct {
 	cfg    Config
 	pool   *pgxpool.Pool
 	logger *slog.Logger
+
+	idMu sync.Mutex
+	id   string // the catalog's id, once read (see catalogID)
 }
 
 // Open connects (lazily: the first query dials) and checks the URL.

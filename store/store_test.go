@@ -80,7 +80,7 @@ func TestValidateDefinitionNamesTheCulprit(t *testing.T) {
 		{"SET name = EXCLUDED.name", "SET nom = EXCLUDED.name", `projection "accounts": handler "Named": column "nom" of relation "owners" does not exist`},
 		{"INSERT INTO owners VALUES (@aggregate_id,", "INSERT INTO owners VALUES (@version::int4range,", `handler "Named"`},
 		{"SELECT count(*) FROM balances", "SELECT count(*) FROM balance", `projection "accounts": checks[0]: relation "balance" does not exist`},
-		{"CREATE TABLE owners (", "CREATE TABLE public.owners (", "outside the version's schema"},
+		{"CREATE TABLE owners (", "CREATE TABLE public.owners (", `projection "accounts": tables[1]: permission denied for schema public [SQLSTATE 42501]; a version's statements may use only its own tables`},
 		{"CREATE TABLE audit (n bigserial", "CREATE TABLE audit (n bigsrial", `projection "accounts": tables[2]: type "bigsrial" does not exist`},
 	} {
 		yaml := replaceOnce(t, accountsYAML, tc.from, tc.to)

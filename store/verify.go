@@ -37,6 +37,11 @@ type Comparison struct {
 // columns, a checksum of all rows. It first checks, in the same snapshot, that both have applied
 // exactly the same offsets in every partition of the topics both consume (a partition without a
 // checkpoint is at offset 0), and fails with ErrNotAligned if not.
+//
+// What reads a version's tables (its checks, and the counts and checksums, which run its
+// functions and policies if it has any) runs on a read-only connection of the version's own role
+// that imported the snapshot: a check can neither write nor read kreplay's catalog (the
+// versions' passwords are there) nor another version's tables.
 func (s *Store) Compare(ctx context.Context, a, b string, checks []string) (*Comparison, error) {
 	cmp := &Comparison{A: a, B: b, Passed: true}
 	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
@@ -45,12 +50,26 @@ func (s *Store) Compare(ctx context.Context, a, b string, checks []string) (*Com
 			return err
 		}
 		cmp.Offsets = offsets
+		var snapshot string
+		if err := tx.QueryRow(ctx, "SELECT pg_export_snapshot()").Scan(&snapshot); err != nil {
+			return err
+		}
+		txa, err := s.snapshotOf(ctx, a, snapshot)
+		if err != nil {
+			return err
+		}
+		defer txa.Conn().Close(context.WithoutCancel(ctx))
+		txb, err := s.snapshotOf(ctx, b, snapshot)
+		if err != nil {
+			return err
+		}
+		defer txb.Conn().Close(context.WithoutCancel(ctx))
 		for _, q := range checks {
-			ra, err := checkRows(ctx, tx, a, q)
+			ra, err := checkRows(ctx, txa, a, q)
 			if err != nil {
 				return fmt.Errorf("check %q on %s: %s", q, a, pgMessage(err))
 			}
-			rb, err := checkRows(ctx, tx, b, q)
+			rb, err := checkRows(ctx, txb, b, q)
 			if err != nil {
 				return fmt.Errorf("check %q on %s: %s", q, b, pgMessage(err))
 			}
@@ -71,19 +90,19 @@ func (s *Store) Compare(ctx context.Context, a, b string, checks []string) (*Com
 				continue
 			}
 			var ca, cb string
-			if err := tx.QueryRow(ctx, "SELECT count(*)::text FROM "+ident(a, t)).Scan(&ca); err != nil {
+			if err := txa.QueryRow(ctx, "SELECT count(*)::text FROM "+ident(a, t)).Scan(&ca); err != nil {
 				return err
 			}
-			if err := tx.QueryRow(ctx, "SELECT count(*)::text FROM "+ident(b, t)).Scan(&cb); err != nil {
+			if err := txb.QueryRow(ctx, "SELECT count(*)::text FROM "+ident(b, t)).Scan(&cb); err != nil {
 				return err
 			}
 			cmp.add("row_count", t, ca, cb)
 			if ta[t] == colsB {
-				sa, err := checksum(ctx, tx, a, t)
+				sa, err := checksum(ctx, txa, a, t)
 				if err != nil {
 					return err
 				}
-				sb, err := checksum(ctx, tx, b, t)
+				sb, err := checksum(ctx, txb, b, t)
 				if err != nil {
 					return err
 				}
@@ -103,6 +122,28 @@ func (s *Store) Compare(ctx context.Context, a, b string, checks []string) (*Com
 		return nil, err
 	}
 	return cmp, nil
+}
+
+// snapshotOf opens a read-only REPEATABLE READ transaction on a new connection of version key's
+// role that sees exactly the exported snapshot. The caller closes its connection.
+func (s *Store) snapshotOf(ctx context.Context, key, snapshot string) (pgx.Tx, error) {
+	cfg, err := s.versionLogin(ctx, key, "kreplay:verify:"+key)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("verify: connect as %s's role: %w", key, err)
+	}
+	tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err == nil {
+		_, err = tx.Exec(ctx, "SET TRANSACTION SNAPSHOT "+quoteLiteral(snapshot))
+	}
+	if err != nil {
+		_ = conn.Close(context.WithoutCancel(ctx))
+		return nil, fmt.Errorf("verify: %s's snapshot: %w", key, err)
+	}
+	return tx, nil
 }
 
 func (c *Comparison) add(kind, name, a, b string) {

@@ -504,7 +504,7 @@ func (c *Config) validateProjections(v *validator) {
 				v.add("%s: source %q is not declared; add it under sources: (declared: %s)", name, topic, listOrNone(declared))
 			}
 		}
-		for _, err := range validateSemantics(p.Ordering, p.OnError, p.Tables, p.Handlers, p.Checks, p.Folds) {
+		for _, err := range validateSemantics(p.Ordering, p.OnError, p.Tables, p.Handlers, p.Checks, p.Folds, p.Reads) {
 			v.add("%s: %v", name, err)
 		}
 		if p.IdleTimeout <= 0 {

@@ -284,7 +284,7 @@ func TestParseUnknownKeys(t *testing.T) {
 		{
 			name: "nested in a projection",
 			yaml: "projections:\n  - name: balances\n    ordering: global\n    handler:\n      A: SELECT 1\n",
-			want: `config line 4: unknown key "handler" (known keys here: name, ordering, on_error, sources, tables, handlers, checks, folds, idle_timeout, batch_size, workers, allow_truncated_history); did you mean "handlers"?`,
+			want: `config line 4: unknown key "handler" (known keys here: name, ordering, on_error, sources, tables, handlers, checks, folds, reads, idle_timeout, batch_size, workers, allow_truncated_history); did you mean "handlers"?`,
 		},
 		{
 			name: "deeply nested",
@@ -555,6 +555,11 @@ func TestValidate(t *testing.T) {
 		{"check with an unterminated string", func(c *Config) { c.Projections[0].Checks = []string{"SELECT 'x"} }, `projection "balances": checks[0]: unterminated string at line 1 column 8`},
 		{"table split by a flow list", func(c *Config) { c.Projections[0].Tables = []string{"CREATE TABLE t (a int", "b int)"} }, `projection "balances": tables[0]: unbalanced parentheses in "CREATE TABLE t (a int"; in a YAML flow list [a, b] commas split entries, so write statements as a block list (- CREATE TABLE ...)`},
 		{"table with a stray parenthesis", func(c *Config) { c.Projections[0].Tables = []string{"CREATE TABLE t (a int))"} }, `projection "balances": tables[0]: unbalanced parentheses: a ')' at line 1 column 23 closes nothing`},
+		{"reads without a schema", func(c *Config) { c.Projections[0].Reads = []string{"currencies"} }, `projection "balances": reads[0] "currencies": name the relation with its schema, such as public.currencies`},
+		{"reads twice", func(c *Config) { c.Projections[0].Reads = []string{"public.fx", "public.fx"} }, `projection "balances": reads[1] "public.fx" is listed twice; list each relation once`},
+		{"reads a quoted name", func(c *Config) { c.Projections[0].Reads = []string{`public.x"; DROP TABLE y; --`} }, `projection "balances": reads[0] "public.x\"; DROP TABLE y; --": invalid identifier`},
+		{"reads the catalog", func(c *Config) { c.Projections[0].Reads = []string{"kreplay.versions"} }, `projection "balances": reads[0] "kreplay.versions": kreplay's catalog is not for projections to read; remove it`},
+		{"reads pg_catalog", func(c *Config) { c.Projections[0].Reads = []string{"pg_catalog.pg_authid"} }, `projection "balances": reads[0] "pg_catalog.pg_authid": invalid identifier "pg_catalog": names starting with "pg_" are reserved`},
 		{"idle timeout", func(c *Config) { c.Projections[0].IdleTimeout = -time.Second }, `projection "balances": idle_timeout -1s: must be positive, such as 1s`},
 		{"batch size low", func(c *Config) { c.Projections[0].BatchSize = -1 }, `projection "balances": batch_size -1: must be between 1 and 100000`},
 		{"batch size high", func(c *Config) { c.Projections[0].BatchSize = 100001 }, `projection "balances": batch_size 100001: must be between 1 and 100000`},

@@ -229,6 +229,10 @@ type Projection struct {
 	Checks   []string          `yaml:"checks"`   // queries compared by verify
 	// Folds are tables maintained set-based, one statement per batch (opt-in; see Fold).
 	Folds []Fold `yaml:"folds"`
+	// Reads are relations outside the version's schema (schema.table) that its handlers, folds
+	// and checks may read, never write: read-only lookups such as public.currencies. A version
+	// can use nothing else outside its own schema. Defaults to none.
+	Reads []string `yaml:"reads"`
 	// IdleTimeout is how long an empty partition at its end may hold back
 	// the merge while live. Defaults to 1s.
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
@@ -356,6 +360,37 @@ var reservedKeywords = func() map[string]bool {
 	return m
 }()
 
+// validateReads checks the read-only lookups of a projection: schema.table names (each an
+// identifier as ValidateIdentifier accepts it), listed once, outside kreplay's catalog.
+func validateReads(reads []string) []error {
+	var errs []error
+	seen := map[string]bool{}
+	for i, r := range reads {
+		schema, table, ok := strings.Cut(strings.TrimSpace(r), ".")
+		switch {
+		case !ok:
+			errs = append(errs, fmt.Errorf("reads[%d] %q: name the relation with its schema, such as public.currencies", i, r))
+			continue
+		case seen[strings.TrimSpace(r)]:
+			errs = append(errs, fmt.Errorf("reads[%d] %q is listed twice; list each relation once", i, r))
+			continue
+		}
+		seen[strings.TrimSpace(r)] = true
+		for _, part := range []string{schema, table} {
+			if err := ValidateIdentifier(part); err != nil {
+				errs = append(errs, fmt.Errorf("reads[%d] %q: %w", i, r, err))
+			}
+		}
+		switch schema {
+		case "kreplay":
+			errs = append(errs, fmt.Errorf("reads[%d] %q: kreplay's catalog is not for projections to read; remove it", i, r))
+		case "information_schema":
+			errs = append(errs, fmt.Errorf("reads[%d] %q: information_schema is readable without reads:; remove it", i, r))
+		}
+	}
+	return errs
+}
+
 // validateTopic checks a Kafka topic name.
 func validateTopic(topic string) error {
 	if topic == "" {
@@ -383,6 +418,7 @@ type Definition struct {
 	Handlers   map[string]string `json:"handlers"`
 	Checks     []string          `json:"checks"`
 	Folds      []Fold            `json:"folds,omitempty"` // absent when none, so that older hashes hold
+	Reads      []string          `json:"reads,omitempty"` // likewise
 }
 
 // Definition returns the snapshot of the named projection, with the
@@ -425,6 +461,9 @@ func (c *Config) Definition(projection string) (Definition, error) {
 	}
 	for typ, sql := range p.Handlers {
 		d.Handlers[typ] = strings.TrimSpace(sql)
+	}
+	if len(p.Reads) > 0 {
+		d.Reads = trimAll(p.Reads)
 	}
 	for _, f := range p.Folds {
 		d.Folds = append(d.Folds, trimFold(f))
@@ -531,7 +570,7 @@ func (d Definition) Validate() error {
 			add("sources[%d]: %w", i, err)
 		}
 	}
-	for _, err := range validateSemantics(d.Ordering, d.OnError, d.Tables, d.Handlers, d.Checks, d.Folds) {
+	for _, err := range validateSemantics(d.Ordering, d.OnError, d.Tables, d.Handlers, d.Checks, d.Folds, d.Reads) {
 		add("%w", err)
 	}
 	return errors.Join(errs...)
@@ -539,8 +578,9 @@ func (d Definition) Validate() error {
 
 // validateSemantics holds the projection checks shared by Config.Validate
 // and Definition.Validate: the enums, tables, handlers and checks.
-func validateSemantics(ordering Ordering, onError OnError, tables []string, handlers map[string]string, checks []string, folds []Fold) []error {
+func validateSemantics(ordering Ordering, onError OnError, tables []string, handlers map[string]string, checks []string, folds []Fold, reads []string) []error {
 	var errs []error
+	errs = append(errs, validateReads(reads)...)
 	if !ordering.valid() {
 		errs = append(errs, fmt.Errorf("unknown ordering %q (valid: %s)", ordering, strings.Join(orderings, ", ")))
 	}

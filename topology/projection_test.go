@@ -159,6 +159,7 @@ projections:
 		"partitions":               strings.Replace(base, "{topic: a}", "{topic: a, partitions: 64}", 1),
 		"surrounding white space":  strings.Replace(base, "      - CREATE TABLE t (id text PRIMARY KEY, n bigint)\n", "      - |\n\n        CREATE TABLE t (id text PRIMARY KEY, n bigint)\n\n", 1),
 		"other kafka and postgres": base + "kafka: {client_id: other}\npostgres: {live_schema: views}\n",
+		"no reads":                 base + "    reads: []\n",
 	}
 	for name, yaml := range unchanged {
 		require.Equal(t, h, hashOf(t, yaml), name)
@@ -176,6 +177,7 @@ projections:
 		"a source less":    strings.Replace(base, "sources: [a, b]", "sources: [a]", 1),
 		"a source format":  strings.Replace(base, "{topic: b}", "{topic: b, format: cloudevents}", 1),
 		"a source's field": strings.Replace(base, "{topic: a}", "{topic: a, fields: {created_at: ts}}", 1),
+		"a read lookup":    base + "    reads: [public.currencies]\n",
 	}
 	for name, yaml := range changed {
 		require.NotEqual(t, h, hashOf(t, yaml), name)

@@ -22,6 +22,7 @@ import (
 	"github.com/kreplay/kreplay/processor"
 	"github.com/kreplay/kreplay/processor/control"
 	"github.com/kreplay/kreplay/processor/embedded"
+	"github.com/kreplay/kreplay/store"
 	"github.com/kreplay/kreplay/topology"
 )
 
@@ -292,8 +293,9 @@ func (d *demo) createDatabase(ctx context.Context) error {
 		return fmt.Errorf("PostgreSQL at %s: %w (run `make postgres`, or set KREPLAY_DATABASE_URL)", redactURL(d.o.ServerURL), err)
 	}
 	defer admin.Close(ctx)
-	if _, err := admin.Exec(ctx, "DROP DATABASE IF EXISTS "+d.o.Database+" WITH (FORCE)"); err != nil {
-		return fmt.Errorf("drop database %s: %w", d.o.Database, err)
+	// The previous demo's database goes with its catalog's roles (roles are the server's).
+	if err := store.DropDatabase(ctx, d.o.ServerURL, d.o.Database); err != nil {
+		return err
 	}
 	if _, err := admin.Exec(ctx, "CREATE DATABASE "+d.o.Database); err != nil {
 		return fmt.Errorf("create database %s: %w", d.o.Database, err)

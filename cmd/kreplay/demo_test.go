@@ -9,9 +9,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
+	"github.com/kreplay/kreplay/store"
 	"github.com/kreplay/kreplay/store/storetest"
 )
 
@@ -23,10 +23,8 @@ func TestDemoScenario(t *testing.T) {
 	_, _ = rand.Read(b[:])
 	name := "kreplay_demo_test_" + hex.EncodeToString(b[:])
 	t.Cleanup(func() {
-		c, err := pgx.Connect(context.Background(), storetest.ServerURL())
-		if err == nil {
-			_, _ = c.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
-			_ = c.Close(context.Background())
+		if err := store.DropDatabase(context.Background(), storetest.ServerURL(), name); err != nil {
+			t.Errorf("drop the demo's database and roles: %v", err)
 		}
 	})
 	var out bytes.Buffer

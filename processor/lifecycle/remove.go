@@ -58,7 +58,7 @@ func (m *Manager) deleteGroup(ctx context.Context, group string) error {
 func isGroupGone(err error) bool { return errors.Is(err, kerr.GroupIDNotFound) }
 
 // FinishRemovals completes removals that a crash interrupted: versions marked removed whose
-// schema or consumer group still exists.
+// schema, checkpoints or role still exist.
 func (m *Manager) FinishRemovals(ctx context.Context) {
 	versions, err := m.store.Versions(ctx)
 	if err != nil {
@@ -68,12 +68,7 @@ func (m *Manager) FinishRemovals(ctx context.Context) {
 		if v.State != store.StateRemoved {
 			continue
 		}
-		tables, err := m.store.Tables(ctx, v.Key)
-		if err != nil {
-			continue
-		}
-		cps, _ := m.store.Checkpoints(ctx, v.Key)
-		if len(tables) == 0 && len(cps) == 0 {
+		if dropped, err := m.store.Dropped(ctx, v.Key); err != nil || dropped {
 			continue
 		}
 		m.log.Info("finishing an interrupted remove", "version", v.Key)

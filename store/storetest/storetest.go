@@ -28,8 +28,8 @@ func ServerURL() string {
 	return DefaultURL
 }
 
-// NewDatabase creates an empty database for the test and drops it (with FORCE) when the test
-// ends. It returns the database's URL.
+// NewDatabase creates an empty database for the test and drops it (with FORCE), and the roles of
+// the kreplay catalog in it, when the test ends. It returns the database's URL.
 func NewDatabase(t testing.TB) string {
 	t.Helper()
 	u, err := url.Parse(ServerURL())
@@ -53,14 +53,9 @@ func NewDatabase(t testing.TB) string {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		c, err := pgx.Connect(ctx, ServerURL())
-		if err != nil {
-			t.Logf("drop test database %s: %v", name, err)
-			return
-		}
-		defer c.Close(ctx)
-		if _, err := c.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
-			t.Logf("drop test database %s: %v", name, err)
+		// With the roles of its catalog: roles are the server's, and would outlive the database.
+		if err := store.DropDatabase(ctx, ServerURL(), name); err != nil {
+			t.Errorf("drop test database %s and its roles: %v", name, err)
 		}
 	})
 	dbURL := *u
