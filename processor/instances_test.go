@@ -133,7 +133,7 @@ func TestFetchesPausedBeforeARebalanceResumeAfterIt(t *testing.T) {
 	const topic = "bank.accounts"
 	b := setup(t, map[string]int32{topic: 8})
 	bank := bankgen.New(topic, 8, 200, 7)
-	b.kafka.Produce(bank.Events(100000)...)
+	b.kafka.Produce(bank.Events(50000)...)
 	cfg := b.config(bankgen.Config(topic, 8, "global", false))
 	cfg.Projections[0].BatchSize = 20
 

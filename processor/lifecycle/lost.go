@@ -55,13 +55,12 @@ func (m *Manager) FailLostRecords(ctx context.Context) ([]string, error) {
 		topics = append(topics, t)
 	}
 	sort.Strings(topics)
+	// The order matters: log starts, then checkpoints, then log ends. A version advances
+	// meanwhile, so a checkpoint read before the ends is at most the end listed after it, and one
+	// read after the starts is past any start listed before it that it had applied.
 	meta, err := m.admin.Metadata(ctx, topics...)
 	if err != nil {
 		return nil, fmt.Errorf("metadata: %w", err)
-	}
-	ends, err := m.admin.ListEndOffsets(ctx, topics...)
-	if err != nil {
-		return nil, fmt.Errorf("list end offsets: %w", err)
 	}
 	starts, err := m.admin.ListStartOffsets(ctx, topics...)
 	if err != nil {
@@ -70,6 +69,10 @@ func (m *Manager) FailLostRecords(ctx context.Context) ([]string, error) {
 	cps, err := m.store.AllCheckpoints(ctx)
 	if err != nil {
 		return nil, err
+	}
+	ends, err := m.admin.ListEndOffsets(ctx, topics...)
+	if err != nil {
+		return nil, fmt.Errorf("list end offsets: %w", err)
 	}
 	ids, err := m.store.SourceTopicIDs(ctx)
 	if err != nil {
