@@ -229,7 +229,7 @@ func grantReads(ctx context.Context, tx pgx.Tx, role string, reads []string) err
 			return err
 		}
 		if !exists {
-			return fmt.Errorf("reads: %s does not exist; create it, or remove it from reads:", r)
+			return fmt.Errorf("reads: %s does not exist; create it, or remove it from the projection's reads", r)
 		}
 		// GRANT without the grant option warns and grants nothing: check the outcome.
 		for _, g := range []struct{ grant, check, what, on string }{

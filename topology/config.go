@@ -468,7 +468,7 @@ func (c *Config) validateSources(v *validator) {
 }
 
 func (c *Config) validateProjections(v *validator) {
-	if len(c.Projections) == 0 && !(len(c.Kafka.Brokers) == 1 && c.Kafka.Brokers[0] == embeddedBroker) {
+	if len(c.Projections) == 0 && (len(c.Kafka.Brokers) != 1 || c.Kafka.Brokers[0] != embeddedBroker) {
 		// A serve that only hosts the embedded broker, for other serves to use, needs none.
 		v.add("projections: none; declare at least one under projections: (only a serve of the embedded broker may have none)")
 	}

@@ -611,6 +611,6 @@ func TestInstallationNamespaces(t *testing.T) {
 	require.Equal(t, []string{"kreplay.control", "kreplay.status", "kreplay.dead_letter"}, []string{d.Kafka.ControlTopic, d.Kafka.StatusTopic, d.Kafka.DeadLetterTopic})
 	require.Equal(t, "kreplay.balances.balances_v1", d.GroupName("balances", "balances_v1"))
 
-	_, err = Parse([]byte("instalation: shop\nsources:\n  - topic: a\nprojections:\n  - name: p\n"))
-	require.ErrorContains(t, err, "instalation")
+	_, err = Parse([]byte("instalation: shop\nsources:\n  - topic: a\nprojections:\n  - name: p\n")) //nolint:misspell // the typo under test
+	require.ErrorContains(t, err, "instalation")                                                     //nolint:misspell // the typo under test
 }

@@ -318,7 +318,7 @@ func (l *Leader) followInstallation(ctx context.Context) error {
 		fetches := g.cl.PollFetches(pctx)
 		cancel()
 		if ctx.Err() != nil {
-			return nil
+			return nil //nolint:nilerr // shutting down: the fetch error is ours
 		}
 		select {
 		case <-clearAgain:
