@@ -1,9 +1,13 @@
 package kafkaconn
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -18,4 +22,20 @@ func TestKafkaRefusedIsFinal(t *testing.T) {
 	for _, err := range []error{kerr.CoordinatorNotAvailable, kerr.NotLeaderForPartition, errors.New("EOF")} {
 		require.False(t, Refused(err), "%v", err)
 	}
+}
+
+// A franz-go client that cannot reach a topic logs each retry; Quiet writes a repeating line once
+// per interval, with how many it stands for, and drops what is below its level.
+func TestQuietLogsARepeatingLineOncePerInterval(t *testing.T) {
+	var out bytes.Buffer
+	l := Quiet(slog.New(slog.NewTextHandler(&out, nil)), slog.LevelWarn, time.Hour)
+	for range 1000 {
+		l.Warn("unable to fetch", "err", "UNKNOWN_TOPIC_ID")
+		l.Info("routine")
+	}
+	l.Warn("unable to fetch", "err", "NOT_LEADER")
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	require.Len(t, lines, 2, out.String())
+	require.Contains(t, lines[0], "UNKNOWN_TOPIC_ID")
+	require.Contains(t, lines[1], "NOT_LEADER")
 }
