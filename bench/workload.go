@@ -37,6 +37,11 @@ func projectionYAML(brokers []string, dbURL, topic, name, table, ordering string
 	}
 	if dbURL != "" {
 		fmt.Fprintf(&b, "postgres:\n  url: %q\n", dbURL)
+		// Every scenario has a catalog of its own on the one kfake cluster: an installation of
+		// its own too, or the next one's serve refuses the control and status topics.
+		if u, err := url.Parse(dbURL); err == nil && strings.Trim(u.Path, "/") != "" {
+			fmt.Fprintf(&b, "installation: %s\n", strings.Trim(u.Path, "/"))
+		}
 	}
 	fmt.Fprintf(&b, `http:
   listen: "off"
