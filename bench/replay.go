@@ -163,15 +163,27 @@ func replayOnce(ctx context.Context, o options, c *cluster, want map[string]int6
 	defer tick.Stop()
 	lastLog := time.Now()
 	var applied int64
+	// The cost per event over the replay (see trendSummary): events applied, and the CPU time of
+	// the child and of the database's backends (this poll's own excepted), twice a second.
+	pgCPU := newCPUTracker()
+	var points []trendPoint
+	var lastPoint time.Time
 	for {
 		var caught *time.Time
 		var next int64
 		var state string
+		var pids []int
 		qerr := pool.QueryRow(ctx, `SELECT v.state, v.caught_up_at,
-			coalesce((SELECT sum(next_offset - start_offset) FROM kreplay.checkpoints WHERE version = v.key), 0)::bigint
-			FROM kreplay.versions v WHERE v.key = $1`, key).Scan(&state, &caught, &next)
+			coalesce((SELECT sum(next_offset - start_offset) FROM kreplay.checkpoints WHERE version = v.key), 0)::bigint,
+			(SELECT array_agg(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid())
+			FROM kreplay.versions v WHERE v.key = $1`, key).Scan(&state, &caught, &next, &pids)
 		if qerr == nil {
 			applied = next
+			if now := time.Now(); now.Sub(lastPoint) >= 500*time.Millisecond || (caught != nil && next == int64(o.events)) {
+				lastPoint = now
+				points = append(points, trendPoint{events: next, wall: now.Sub(start).Seconds(),
+					child: procCPU(cmd.Process.Pid).Seconds(), pgCPU: pgCPU.sample(pids)})
+			}
 			if state == "failed" {
 				return 0, false, "", note, fmt.Errorf("%s failed during the replay (see the child's log above)", key)
 			}
@@ -196,9 +208,31 @@ func replayOnce(ctx context.Context, o options, c *cluster, want map[string]int6
 		}
 	}
 	elapsed = time.Since(start)
+	// From the first point with events applied: the child's start-up is not an event's cost.
+	for i, p := range points {
+		if p.events > 0 {
+			sc.Trend = summarizeTrend(points[max(i-1, 0):])
+			break
+		}
+	}
 	var backends []int
-	if rows, err := pool.Query(ctx, "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"); err == nil {
-		backends, _ = pgx.CollectRows(rows, pgx.RowTo[int])
+	if rows, err := pool.Query(ctx, "SELECT pid, application_name FROM pg_stat_activity WHERE datname = current_database()"); err == nil {
+		// Where the PostgreSQL CPU went: the appliers' backends (kreplay:<key>...) or the others
+		// (the child's catalog connections, this poll). The database is new: a backend's whole
+		// CPU time is the scenario's.
+		byApp := map[string]float64{}
+		var pid int
+		var app string
+		_, _ = pgx.ForEachRow(rows, []any{&pid, &app}, func() error {
+			backends = append(backends, pid)
+			who := "other"
+			if strings.HasPrefix(app, "kreplay:"+key) {
+				who = "appliers"
+			}
+			byApp[who] = round2(byApp[who] + procCPU(pid).Seconds())
+			return nil
+		})
+		sc.Extra["pg_cpu_seconds_by_backend"] = byApp
 	}
 	use, ticks := win.end(cmd.Process.Pid, backends)
 	use.finish(ticks)
@@ -235,7 +269,18 @@ func replayOnce(ctx context.Context, o options, c *cluster, want map[string]int6
 		sc.Extra["setup_seconds"] = round2(created.Sub(start).Seconds())
 		sc.Extra["catalog_replay_seconds"] = round2(caught.Sub(started).Seconds())
 	}
-	exact, detail, err = compareBalances(ctx, pool, pgx.Identifier{key, rr.name}.Sanitize(), want)
+	table := pgx.Identifier{key, rr.name}.Sanitize()
+	pool.Close() // its backend too must report its statistics
+	if c, err := readPGCounters(ctx, db.url, table, o.events); err == nil {
+		sc.PG = c
+	} else {
+		progress("  %s: PostgreSQL's counters: %v", sc.Name, err)
+	}
+	if pool, err = pgxpool.New(ctx, db.url); err != nil {
+		return 0, false, "", note, err
+	}
+	defer pool.Close()
+	exact, detail, err = compareBalances(ctx, pool, table, want)
 	if err == nil && exact {
 		// The live view too: readers see the replayed version.
 		var ok bool

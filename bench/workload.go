@@ -181,6 +181,7 @@ func createDatabase(ctx context.Context, adminURL string, keep bool) (*database,
 	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
 		return nil, fmt.Errorf("create database %s: %w", name, err)
 	}
+	trackFunctions(ctx, adminURL, name) // kreplay.advance's calls and time (pgstats.go)
 	return &database{name: name, url: u.String(), adminURL: adminURL, keep: keep}, nil
 }
 
