@@ -306,7 +306,7 @@ func (p *foldBatch) markLast(items []Item) {
 		b = b[:0]
 		ev := &items[item].Event
 		for _, a := range p.plan.keyArgs {
-			b = fmt.Append(b, ev.Arg(a), "\x00")
+			b = appendKeyArg(b, ev, a)
 		}
 		p.lastOf[string(b)] = j
 	}
@@ -314,6 +314,30 @@ func (p *foldBatch) markLast(items []Item) {
 	for _, j := range p.lastOf {
 		p.isLast[j] = true
 	}
+}
+
+// appendKeyArg appends a key argument of ev and a separator (bareArg's arguments are text or
+// integers: no fmt, no boxing, for the strings and integers of every event of a batch).
+func appendKeyArg(b []byte, ev *topology.Event, a topology.Arg) []byte {
+	switch a {
+	case topology.ArgEventID:
+		b = append(b, ev.ID...)
+	case topology.ArgType:
+		b = append(b, ev.Type...)
+	case topology.ArgAggregateID:
+		b = append(b, ev.AggregateID...)
+	case topology.ArgTopic:
+		b = append(b, ev.Topic...)
+	case topology.ArgVersion:
+		b = strconv.AppendInt(b, ev.Version, 10)
+	case topology.ArgOffset:
+		b = strconv.AppendInt(b, ev.Offset, 10)
+	case topology.ArgPartition:
+		b = strconv.AppendInt(b, int64(ev.Partition), 10)
+	default:
+		b = fmt.Append(b, ev.Arg(a))
+	}
+	return append(b, 0)
 }
 
 // arguments are the statement's parameters for the events added (from index from, n of them:
