@@ -146,9 +146,13 @@ func run() int {
 		}
 		o.skip[s] = true
 	}
-	if o.growth != 0 && o.growth <= o.events {
-		fmt.Fprintln(os.Stderr, "bench: -growth must be more than -events (or 0: off)")
+	if o.growth < 0 {
+		fmt.Fprintln(os.Stderr, "bench: -growth must be 0 (off) or more than -events")
 		return 2
+	}
+	if o.growth != 0 && o.growth <= o.events {
+		progress("-growth %d is not more than -events %d: the growth mode is off", o.growth, o.events)
+		o.growth = 0
 	}
 	if o.events < 1 || o.naiveSample < 0 || o.batchEvents < 0 || o.promoEvents < 1 {
 		fmt.Fprintln(os.Stderr, "bench: -events and -promo-events must be positive, -naive-sample and -batch-events not negative")
