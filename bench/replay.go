@@ -181,9 +181,12 @@ func replayOnce(ctx context.Context, o options, c *cluster, want map[string]int6
 	if _, err := lconn.Exec(ctx, "LISTEN kreplay_catalog"); err != nil {
 		return 0, false, "", note, err
 	}
-	lctx, stopListening := context.WithCancel(ctx)
+	lctx, cancelListening := context.WithCancel(ctx)
+	listened := make(chan struct{})
+	stopListening := func() { cancelListening(); <-listened }
 	defer stopListening()
 	go func() {
+		defer close(listened)
 		for {
 			if _, err := lconn.WaitForNotification(lctx); err != nil {
 				return
@@ -255,7 +258,7 @@ func replayOnce(ctx context.Context, o options, c *cluster, want map[string]int6
 		case <-tick.C:
 		}
 	}
-	stopListening()
+	stopListening() // before pool changes below: the listener queries it
 	elapsed = end.Sub(start)
 	// From the first point with events applied: the child's start-up is not an event's cost.
 	for i, p := range points {
