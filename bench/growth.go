@@ -36,6 +36,7 @@ type growthRow struct {
 	PGCPURatio    *float64 `json:"pg_cpu_per_event_ratio,omitempty"`
 	ChildCPURatio *float64 `json:"child_cpu_per_event_ratio,omitempty"`
 	RSSRatio      *float64 `json:"peak_rss_ratio,omitempty"`
+	RSSP90Ratio   *float64 `json:"rss_p90_ratio,omitempty"` // of the 90th percentile of the RSS samples
 	// LastThird is the per-event wall time of the last third of the events at To over that of
 	// the first third, in the To run: growth within one run.
 	LastThird *float64 `json:"last_third_over_first_third,omitempty"`
@@ -126,6 +127,8 @@ func (r *results) summarizeGrowth(from, to int) {
 			row.ChildCPURatio = ratio(perEvent(b.CPU.Child, b.Events), perEvent(a.CPU.Child, a.Events))
 		}
 		row.RSSRatio = ratio(b.PeakRSSMiB, a.PeakRSSMiB)
+		p90 := func(sc *scenario) float64 { v, _ := sc.Extra["child_rss_p90_mib"].(float64); return v }
+		row.RSSP90Ratio = ratio(p90(b), p90(a))
 		if t := b.Trend; t != nil {
 			row.LastThird = ratio(t.LastWallUS, t.FirstWallUS)
 		}
@@ -143,7 +146,7 @@ func printGrowth(w io.Writer, r *results) {
 	fmt.Fprintf(w, "\ngrowth: cost per event at %s over its cost at %s (same run; 1.00 = flat; kreplay's target: within 1.10)\n",
 		sizeName(g.To), sizeName(g.From))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "  scenario\twall/event\tPG CPU/event\tchild CPU/event\tpeak RSS\tlast/first third at "+sizeName(g.To))
+	fmt.Fprintln(tw, "  scenario\twall/event\tPG CPU/event\tchild CPU/event\tpeak RSS\tRSS p90\tlast/first third at "+sizeName(g.To))
 	f := func(v *float64) string {
 		if v == nil {
 			return "-"
@@ -155,7 +158,7 @@ func printGrowth(w io.Writer, r *results) {
 		if strings.HasPrefix(row.Scenario, "kreplay_") {
 			child = f(row.ChildCPURatio)
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", row.Scenario, f(row.CostRatio), f(row.PGCPURatio), child, f(row.RSSRatio), f(row.LastThird))
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\n", row.Scenario, f(row.CostRatio), f(row.PGCPURatio), child, f(row.RSSRatio), f(row.RSSP90Ratio), f(row.LastThird))
 	}
 	_ = tw.Flush()
 }

@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -292,6 +293,7 @@ func replayOnce(ctx context.Context, o options, c *cluster, want map[string]int6
 	peak := rss.stop()
 	sc.PeakRSSMiB = mib(peak.hwm)
 	sc.Extra["child_peak_rss_sampled_mib"] = mib(peak.maxRSS)
+	sc.Extra["child_rss_p90_mib"] = mib(peak.p90)
 
 	// Stop the child gracefully (it writes its CPU profile on the way out).
 	_ = cmd.Process.Signal(syscall.SIGTERM)
@@ -348,17 +350,20 @@ func replayOnce(ctx context.Context, o options, c *cluster, want map[string]int6
 type rssPeak struct {
 	hwm    int64 // VmHWM, the kernel's peak resident set
 	maxRSS int64 // the largest VmRSS sampled
+	p90    int64 // the 90th percentile of the VmRSS samples: the level the process works at, which a
+	// momentary peak (a collection that came late) does not move as much
 }
 
 // rssSampler samples /proc/<pid>/status every 100ms while a process runs.
 type rssSampler struct {
-	pid  int
-	mu   sync.Mutex
-	peak rssPeak
-	cur  int64
-	done chan struct{}
-	wg   sync.WaitGroup
-	once sync.Once
+	pid     int
+	mu      sync.Mutex
+	peak    rssPeak
+	samples []int64
+	cur     int64
+	done    chan struct{}
+	wg      sync.WaitGroup
+	once    sync.Once
 }
 
 func newRSSSampler(pid int) *rssSampler {
@@ -387,6 +392,9 @@ func (s *rssSampler) sample() {
 	s.mu.Lock()
 	s.peak.hwm = max(s.peak.hwm, hwm)
 	s.peak.maxRSS = max(s.peak.maxRSS, rss)
+	if rss > 0 {
+		s.samples = append(s.samples, rss)
+	}
 	s.cur = rss
 	s.mu.Unlock()
 }
@@ -403,6 +411,12 @@ func (s *rssSampler) stop() rssPeak {
 		close(s.done)
 		s.wg.Wait()
 		s.sample()
+		s.mu.Lock()
+		if n := len(s.samples); n > 0 {
+			slices.Sort(s.samples)
+			s.peak.p90 = s.samples[min(n-1, n*9/10)]
+		}
+		s.mu.Unlock()
 	})
 	s.mu.Lock()
 	defer s.mu.Unlock()
