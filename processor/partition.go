@@ -77,7 +77,7 @@ func (p *partition) pop(now time.Time) entry {
 		p.q[0] = nil
 		p.q, p.first = p.q[1:], 0
 		if len(p.q) == 0 {
-			p.q, p.tail = p.q[:0:0], 0
+			p.q, p.tail = nil, 0
 		}
 	case p.n == 0: // the only chunk, empty: fill it again from its start
 		p.first, p.tail = 0, 0
