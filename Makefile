@@ -3,6 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 BIN := bin/kreplay
 EVENTS ?= 1000000
+GROWTH ?= 3000000
 export KREPLAY_TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable
 
 .PHONY: help build test test-race lint fuzz demo bench soak postgres clean
@@ -34,8 +35,8 @@ fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 demo: postgres ## the whole story on the embedded broker and the PostgreSQL `make postgres` checks
 	$(GO) run ./cmd/kreplay demo --database-url "$$KREPLAY_TEST_DATABASE_URL"
 
-bench: postgres ## replay throughput side by side (EVENTS=N, default 1000000); writes bench/results.json
-	$(GO) run ./bench -events $(EVENTS)
+bench: postgres ## replay throughput side by side at EVENTS (1000000), then its growth at GROWTH (3000000; GROWTH=0: off); writes bench/results.json
+	$(GO) run ./bench -events $(EVENTS) -growth $(GROWTH)
 
 soak: postgres ## the long fault scenarios (30 kills, PostgreSQL restart, Kafka faults, 1M-event load); prints a table
 	@mkdir -p bin; rm -f bin/soak-table.txt

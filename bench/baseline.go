@@ -93,6 +93,7 @@ func applyDirect(ctx context.Context, o options, n, perTx, conns int, sc *scenar
 	}
 	last := time.Now()
 	parts := make([][]topology.Event, conns)
+	points := []trendPoint{{}}
 	for done := 0; done < n; {
 		k := min(chunkSize, n-done)
 		evs, err := w.decodeAll(bank.Events(k))
@@ -120,6 +121,7 @@ func applyDirect(ctx context.Context, o options, n, perTx, conns int, sc *scenar
 		use.add(u)
 		ticks.add(t)
 		done += k
+		points = append(points, trendPoint{events: int64(done), wall: elapsed.Seconds(), pgCPU: use.Postgres})
 		if time.Since(last) > 10*time.Second {
 			progress("  %d/%d events applied (%.0f/s)", done, n, float64(done)/elapsed.Seconds())
 			last = time.Now()
@@ -127,7 +129,16 @@ func applyDirect(ctx context.Context, o options, n, perTx, conns int, sc *scenar
 	}
 	use.finish(ticks)
 	sc.CPU = &use
+	sc.Trend = summarizeTrend(points)
 	exact, detail, err := compareBalances(ctx, cs[0], "balances", bank.Balances())
+	for _, c := range cs {
+		_ = c.Close(ctx)
+	}
+	if c, cerr := readPGCounters(ctx, db.url, "balances", n); cerr == nil {
+		sc.PG = c
+	} else {
+		progress("  %s: PostgreSQL's counters: %v", sc.Name, cerr)
+	}
 	return elapsed, exact, detail, err
 }
 

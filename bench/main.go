@@ -8,6 +8,7 @@
 //	naive              one autocommit upsert per event, the way the seeds apply events
 //	ceiling_batch      the same handler statements pipelined 1,000 per transaction (no Kafka)
 //	ceiling_batch_parallel  the same over as many connections as ordering: partition has workers
+//	ceiling_set        the fold's set-based upsert, one per batch of -fold-batch events (no Kafka)
 //	ceiling_consume    consuming and decoding every record from Kafka (no PostgreSQL)
 //	kreplay_global     a full replay by the real processor, ordering: global
 //	kreplay_partition  the same with ordering: partition
@@ -19,7 +20,11 @@
 // in-memory broker's. Every replayed state is compared with the balances the generator implies;
 // a scenario that is not exact makes the run exit non-zero.
 //
-// Run it with `make bench` (EVENTS=N) or `go run ./bench -events N`; docs/PERFORMANCE.md
+// With -growth N it then extends the topic to N events and runs ceiling_batch, ceiling_set,
+// kreplay_global and kreplay_fold again over all of them, to compare the cost of an event at
+// the two sizes.
+//
+// Run it with `make bench` (EVENTS=N, GROWTH=N) or `go run ./bench -events N`; docs/PERFORMANCE.md
 // explains the method.
 package main
 
@@ -50,7 +55,7 @@ const (
 )
 
 // The scenarios, in the order they run.
-var scenarioNames = []string{"naive", "ceiling_batch", "ceiling_batch_parallel", "ceiling_consume", "kreplay_global", "kreplay_partition", "kreplay_fold", "promotion"}
+var scenarioNames = []string{"naive", "ceiling_batch", "ceiling_batch_parallel", "ceiling_set", "ceiling_consume", "kreplay_global", "kreplay_partition", "kreplay_fold", "promotion"}
 
 type options struct {
 	events      int
@@ -58,9 +63,11 @@ type options struct {
 	batchEvents int
 	promoEvents int
 	foldBatch   int
+	growth      int // > events: run growthScenarios again at this size (growth.go)
 	out         string
 	skip        map[string]bool
 	cpuprofile  string
+	profileAll  bool // -profile: every kreplay child writes bench/<scenario>.prof
 	keep        bool
 	dbURL       string
 	seed        uint64
@@ -88,10 +95,11 @@ func run() int {
 	fs.IntVar(&o.batchEvents, "batch-events", 0, "events applied by ceiling_batch (0: all of -events)")
 	fs.IntVar(&o.promoEvents, "promo-events", 20000, "events of the projection the promotion scenario swaps")
 	fs.IntVar(&o.foldBatch, "fold-batch", 40000, "batch_size of the kreplay_fold scenario")
+	fs.IntVar(&o.growth, "growth", 0, "also run ceiling_batch, ceiling_set, kreplay_global and kreplay_fold over this many events, and compare their cost per event with -events' (0: off)")
 	fs.StringVar(&o.out, "out", "bench/results.json", "where to write the results")
 	fs.StringVar(&skip, "skip", "", "comma-separated scenarios to skip ("+strings.Join(scenarioNames, ", ")+")")
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of the kreplay_global child's replay to this file")
-	fs.BoolVar(&profile, "profile", false, "profile the kreplay_global replay into bench/global.prof (unless -cpuprofile names a file)")
+	fs.BoolVar(&profile, "profile", false, "profile the kreplay replays: bench/global.prof (unless -cpuprofile names a file), bench/partition.prof, bench/fold.prof")
 	fs.BoolVar(&o.keep, "keep", false, "keep the bench databases (bench_*) instead of dropping them")
 	fs.StringVar(&o.dbURL, "database-url", defURL, "PostgreSQL server to use; each scenario creates a database of its own on it")
 	fs.Uint64Var(&o.seed, "seed", 1, "seed of the workload generator")
@@ -119,6 +127,7 @@ func run() int {
 	if child != "" {
 		return runChild(child, config, o.cpuprofile, o.verbose)
 	}
+	o.profileAll = profile
 	if profile && o.cpuprofile == "" {
 		o.cpuprofile = "bench/global.prof"
 	}
@@ -136,6 +145,14 @@ func run() int {
 			return 2
 		}
 		o.skip[s] = true
+	}
+	if o.growth < 0 {
+		fmt.Fprintln(os.Stderr, "bench: -growth must be 0 (off) or more than -events")
+		return 2
+	}
+	if o.growth != 0 && o.growth <= o.events {
+		progress("-growth %d is not more than -events %d: the growth mode is off", o.growth, o.events)
+		o.growth = 0
 	}
 	if o.events < 1 || o.naiveSample < 0 || o.batchEvents < 0 || o.promoEvents < 1 {
 		fmt.Fprintln(os.Stderr, "bench: -events and -promo-events must be positive, -naive-sample and -batch-events not negative")

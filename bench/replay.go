@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -156,27 +158,83 @@ func replayOnce(ctx context.Context, o options, c *cluster, want map[string]int6
 		}
 	}()
 
-	// Poll the catalog until the version has caught up.
+	// Wait until the version has caught up: kreplay.advance notifies kreplay_catalog in the
+	// transaction that sets caught_up_at, and a listener confirms it with one query per
+	// notification. A query is a snapshot, and while a snapshot is open PostgreSQL cannot prune
+	// the row versions the replay replaces (HOT updates then find no room, and the projection
+	// table and kreplay.checkpoints grow): the ceilings have no such reader, so the bench reads
+	// the catalog only twice a second for its progress and trend samples.
+	caughtAt := make(chan time.Time, 1)
+	caughtUp := func() (bool, error) {
+		var ok bool
+		err := pool.QueryRow(ctx, `SELECT v.caught_up_at IS NOT NULL AND coalesce((SELECT sum(next_offset - start_offset) FROM kreplay.checkpoints WHERE version = v.key), 0) = $2
+			FROM kreplay.versions v WHERE v.key = $1`, key, o.events).Scan(&ok)
+		if errors.Is(err, pgx.ErrNoRows) {
+			err = nil
+		}
+		return ok, err
+	}
+	lconn, err := pgx.Connect(ctx, db.url)
+	if err != nil {
+		return 0, false, "", note, err
+	}
+	defer lconn.Close(context.WithoutCancel(ctx))
+	if _, err := lconn.Exec(ctx, "LISTEN kreplay_catalog"); err != nil {
+		return 0, false, "", note, err
+	}
+	lctx, cancelListening := context.WithCancel(ctx)
+	listened := make(chan struct{})
+	stopListening := func() { cancelListening(); <-listened }
+	defer stopListening()
+	go func() {
+		defer close(listened)
+		for {
+			if _, err := lconn.WaitForNotification(lctx); err != nil {
+				return
+			}
+			at := time.Now()
+			if ok, err := caughtUp(); err == nil && ok {
+				caughtAt <- at
+				return
+			}
+		}
+	}()
 	deadline := time.NewTimer(o.timeout)
 	defer deadline.Stop()
-	tick := time.NewTicker(50 * time.Millisecond)
+	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
 	lastLog := time.Now()
 	var applied int64
-	for {
+	// The cost per event over the replay (see trendSummary): events applied, and the CPU time of
+	// the child and of the database's backends (this poll's own excepted), twice a second.
+	pgCPU := newCPUTracker()
+	var points []trendPoint
+	var end time.Time
+	for end.IsZero() {
 		var caught *time.Time
 		var next int64
 		var state string
+		var pids []int
 		qerr := pool.QueryRow(ctx, `SELECT v.state, v.caught_up_at,
-			coalesce((SELECT sum(next_offset - start_offset) FROM kreplay.checkpoints WHERE version = v.key), 0)::bigint
-			FROM kreplay.versions v WHERE v.key = $1`, key).Scan(&state, &caught, &next)
+			coalesce((SELECT sum(next_offset - start_offset) FROM kreplay.checkpoints WHERE version = v.key), 0)::bigint,
+			(SELECT array_agg(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND query <> 'LISTEN kreplay_catalog')
+			FROM kreplay.versions v WHERE v.key = $1`, key).Scan(&state, &caught, &next, &pids)
 		if qerr == nil {
 			applied = next
+			now := time.Now()
+			points = append(points, trendPoint{events: next, wall: now.Sub(start).Seconds(),
+				child: procCPU(cmd.Process.Pid).Seconds(), pgCPU: pgCPU.sample(pids)})
 			if state == "failed" {
 				return 0, false, "", note, fmt.Errorf("%s failed during the replay (see the child's log above)", key)
 			}
 			if caught != nil && next == int64(o.events) {
-				break
+				// Caught up since the last sample: the notification says when (if it is late, now).
+				select {
+				case end = <-caughtAt:
+				case <-time.After(200 * time.Millisecond):
+					end = now
+				}
+				continue
 			}
 		}
 		if time.Since(lastLog) > 10*time.Second {
@@ -192,13 +250,42 @@ func replayOnce(ctx context.Context, o options, c *cluster, want map[string]int6
 			return 0, false, "", note, fmt.Errorf("the child exited before catching up: %w", err)
 		case <-deadline.C:
 			return 0, false, "", note, fmt.Errorf("not caught up after %s (%d of %d events applied)", o.timeout, applied, o.events)
+		case end = <-caughtAt:
+			// The last sample, at the end.
+			var pids []int
+			_ = pool.QueryRow(ctx, `SELECT array_agg(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND query <> 'LISTEN kreplay_catalog'`).Scan(&pids)
+			points = append(points, trendPoint{events: int64(o.events), wall: end.Sub(start).Seconds(),
+				child: procCPU(cmd.Process.Pid).Seconds(), pgCPU: pgCPU.sample(pids)})
 		case <-tick.C:
 		}
 	}
-	elapsed = time.Since(start)
+	stopListening() // before pool changes below: the listener queries it
+	elapsed = end.Sub(start)
+	// From the first point with events applied: the child's start-up is not an event's cost.
+	for i, p := range points {
+		if p.events > 0 {
+			sc.Trend = summarizeTrend(points[max(i-1, 0):])
+			break
+		}
+	}
 	var backends []int
-	if rows, err := pool.Query(ctx, "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"); err == nil {
-		backends, _ = pgx.CollectRows(rows, pgx.RowTo[int])
+	if rows, err := pool.Query(ctx, "SELECT pid, application_name FROM pg_stat_activity WHERE datname = current_database()"); err == nil {
+		// Where the PostgreSQL CPU went: the appliers' backends (kreplay:<key>...) or the others
+		// (the child's catalog connections, this poll). The database is new: a backend's whole
+		// CPU time is the scenario's.
+		byApp := map[string]float64{}
+		var pid int
+		var app string
+		_, _ = pgx.ForEachRow(rows, []any{&pid, &app}, func() error {
+			backends = append(backends, pid)
+			who := "other"
+			if strings.HasPrefix(app, "kreplay:"+key) {
+				who = "appliers"
+			}
+			byApp[who] = round2(byApp[who] + procCPU(pid).Seconds())
+			return nil
+		})
+		sc.Extra["pg_cpu_seconds_by_backend"] = byApp
 	}
 	use, ticks := win.end(cmd.Process.Pid, backends)
 	use.finish(ticks)
@@ -206,6 +293,7 @@ func replayOnce(ctx context.Context, o options, c *cluster, want map[string]int6
 	peak := rss.stop()
 	sc.PeakRSSMiB = mib(peak.hwm)
 	sc.Extra["child_peak_rss_sampled_mib"] = mib(peak.maxRSS)
+	sc.Extra["child_rss_p90_mib"] = mib(peak.p90)
 
 	// Stop the child gracefully (it writes its CPU profile on the way out).
 	_ = cmd.Process.Signal(syscall.SIGTERM)
@@ -235,7 +323,18 @@ func replayOnce(ctx context.Context, o options, c *cluster, want map[string]int6
 		sc.Extra["setup_seconds"] = round2(created.Sub(start).Seconds())
 		sc.Extra["catalog_replay_seconds"] = round2(caught.Sub(started).Seconds())
 	}
-	exact, detail, err = compareBalances(ctx, pool, pgx.Identifier{key, rr.name}.Sanitize(), want)
+	table := pgx.Identifier{key, rr.name}.Sanitize()
+	pool.Close() // its backend too must report its statistics
+	if c, err := readPGCounters(ctx, db.url, table, o.events); err == nil {
+		sc.PG = c
+	} else {
+		progress("  %s: PostgreSQL's counters: %v", sc.Name, err)
+	}
+	if pool, err = pgxpool.New(ctx, db.url); err != nil {
+		return 0, false, "", note, err
+	}
+	defer pool.Close()
+	exact, detail, err = compareBalances(ctx, pool, table, want)
 	if err == nil && exact {
 		// The live view too: readers see the replayed version.
 		var ok bool
@@ -251,17 +350,20 @@ func replayOnce(ctx context.Context, o options, c *cluster, want map[string]int6
 type rssPeak struct {
 	hwm    int64 // VmHWM, the kernel's peak resident set
 	maxRSS int64 // the largest VmRSS sampled
+	p90    int64 // the 90th percentile of the VmRSS samples: the level the process works at, which a
+	// momentary peak (a collection that came late) does not move as much
 }
 
 // rssSampler samples /proc/<pid>/status every 100ms while a process runs.
 type rssSampler struct {
-	pid  int
-	mu   sync.Mutex
-	peak rssPeak
-	cur  int64
-	done chan struct{}
-	wg   sync.WaitGroup
-	once sync.Once
+	pid     int
+	mu      sync.Mutex
+	peak    rssPeak
+	samples []int64
+	cur     int64
+	done    chan struct{}
+	wg      sync.WaitGroup
+	once    sync.Once
 }
 
 func newRSSSampler(pid int) *rssSampler {
@@ -290,6 +392,9 @@ func (s *rssSampler) sample() {
 	s.mu.Lock()
 	s.peak.hwm = max(s.peak.hwm, hwm)
 	s.peak.maxRSS = max(s.peak.maxRSS, rss)
+	if rss > 0 {
+		s.samples = append(s.samples, rss)
+	}
 	s.cur = rss
 	s.mu.Unlock()
 }
@@ -306,6 +411,12 @@ func (s *rssSampler) stop() rssPeak {
 		close(s.done)
 		s.wg.Wait()
 		s.sample()
+		s.mu.Lock()
+		if n := len(s.samples); n > 0 {
+			slices.Sort(s.samples)
+			s.peak.p90 = s.samples[min(n-1, n*9/10)]
+		}
+		s.mu.Unlock()
 	})
 	s.mu.Lock()
 	defer s.mu.Unlock()

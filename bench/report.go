@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -29,6 +30,8 @@ type scenario struct {
 	Detail          string         `json:"detail,omitempty"` // what the exactness check found
 	Notes           string         `json:"notes"`
 	CPU             *cpuUse        `json:"cpu_seconds,omitempty"` // over the timed part
+	PG              *pgCounters    `json:"postgres,omitempty"`    // what PostgreSQL counted (pgstats.go)
+	Trend           *trendSummary  `json:"trend,omitempty"`       // cost per event, first vs last third
 	Extra           map[string]any `json:"extra,omitempty"`
 	Error           string         `json:"error,omitempty"`
 	Skipped         bool           `json:"skipped,omitempty"`
@@ -75,6 +78,7 @@ type results struct {
 	Phases           map[string]float64  `json:"phase_seconds"` // workload production etc.
 	Command          string              `json:"command"`
 	Skipped          []string            `json:"skipped,omitempty"`
+	Growth           *growthResult       `json:"growth,omitempty"` // -growth N (growth.go)
 }
 
 func (r *results) add(sc *scenario) {
@@ -153,7 +157,25 @@ func (r *results) summarize() {
 		"kreplay_partition / ceiling_batch_parallel": ratio("kreplay_partition", "ceiling_batch_parallel"),
 		"kreplay_fold / ceiling_batch":               ratio("kreplay_fold", "ceiling_batch"),
 		"kreplay_fold / kreplay_global":              ratio("kreplay_fold", "kreplay_global"),
+		"kreplay_fold / ceiling_set":                 ratio("kreplay_fold", "ceiling_set"),
 	}
+	if g := r.growthEvents(); g > 0 {
+		for _, k := range [][2]string{{"kreplay_global", "ceiling_batch"}, {"kreplay_fold", "ceiling_batch"}, {"kreplay_fold", "ceiling_set"}} {
+			a, b := atSize(k[0], g), atSize(k[1], g)
+			r.Ratios[a+" / "+b] = ratio(a, b)
+		}
+		r.summarizeGrowth(r.Events, g)
+	}
+}
+
+// growthEvents is the growth mode's size, 0 if it did not run.
+func (r *results) growthEvents() int {
+	for _, sc := range r.Scenarios {
+		if _, size, ok := strings.Cut(sc.Name, "@"); ok && size != "" {
+			return sc.Events
+		}
+	}
+	return 0
 }
 
 // runBench runs every scenario not skipped. It returns the results so far even on error.
@@ -192,12 +214,21 @@ func runBench(ctx context.Context, o options) (*results, error) {
 		progress("ceiling_batch_parallel: the same on %d connections", workers)
 		r.add(measured(ctx, o, func() *scenario { return runCeilingBatchParallel(ctx, o, workers) }))
 	}
+	if !skip("ceiling_set") {
+		progress("ceiling_set: the fold's set-based upsert, %d events per transaction", o.foldBatch)
+		r.add(measured(ctx, o, func() *scenario { return runCeilingSet(ctx, o, o.events, "ceiling_set") }))
+	}
 
 	kafkaNeeded := false
 	for _, n := range []string{"ceiling_consume", "kreplay_global", "kreplay_partition", "kreplay_fold", "promotion"} {
 		kafkaNeeded = kafkaNeeded || !o.skip[n]
 	}
 	if !kafkaNeeded || ctx.Err() != nil {
+		if o.growth > 0 && ctx.Err() == nil {
+			bank := newBank(bankTopic, o.seed)
+			bank.Events(o.events) // what the topic would hold
+			runGrowth(ctx, o, r, nil, bank, skip)
+		}
 		return r, ctx.Err()
 	}
 	c, err := newCluster()
@@ -206,7 +237,8 @@ func runBench(ctx context.Context, o options) (*results, error) {
 	}
 	defer c.close()
 	bank := newBank(bankTopic, o.seed)
-	if !o.skip["ceiling_consume"] || !o.skip["kreplay_global"] || !o.skip["kreplay_partition"] || !o.skip["kreplay_fold"] {
+	kafkaScenarios := !o.skip["ceiling_consume"] || !o.skip["kreplay_global"] || !o.skip["kreplay_partition"] || !o.skip["kreplay_fold"]
+	if kafkaScenarios {
 		progress("producing %d events to %s (kfake at %s)", o.events, bankTopic, strings.Join(c.addrs, ","))
 		t := time.Now()
 		if err := c.produce(ctx, bank, o.events); err != nil {
@@ -229,13 +261,13 @@ func runBench(ctx context.Context, o options) (*results, error) {
 	if !skip("kreplay_partition") {
 		progress("kreplay_partition: replaying %d events in a child process", o.events)
 		r.add(measured(ctx, o, func() *scenario {
-			return runReplay(ctx, o, c, want, replayRun{name: "balances_p", ordering: topology.OrderingPartition})
+			return runReplay(ctx, o, c, want, replayRun{name: "balances_p", ordering: topology.OrderingPartition, profile: o.profileFile("partition")})
 		}))
 	}
 	if !skip("kreplay_fold") {
 		progress("kreplay_fold: replaying %d events set-based (folds) in a child process", o.events)
 		r.add(measured(ctx, o, func() *scenario {
-			return runReplay(ctx, o, c, want, replayRun{name: "balances_f", ordering: topology.OrderingGlobal, foldBatch: o.foldBatch})
+			return runReplay(ctx, o, c, want, replayRun{name: "balances_f", ordering: topology.OrderingGlobal, foldBatch: o.foldBatch, profile: o.profileFile("fold")})
 		}))
 	}
 	if !skip("promotion") {
@@ -248,7 +280,21 @@ func runBench(ctx context.Context, o options) (*results, error) {
 			progress("promotion: ERROR: %s", r.Promotion.Error)
 		}
 	}
+	if o.growth > 0 && ctx.Err() == nil {
+		if !kafkaScenarios {
+			bank.Events(o.events) // what the topic would hold
+		}
+		runGrowth(ctx, o, r, c, bank, skip)
+	}
 	return r, ctx.Err()
+}
+
+// profileFile is where a kreplay scenario's child writes its CPU profile with -profile ("": none).
+func (o options) profileFile(name string) string {
+	if !o.profileAll {
+		return ""
+	}
+	return "bench/" + name + ".prof"
 }
 
 // defaultWorkers is the default number of workers of a projection with ordering: partition.
@@ -370,11 +416,20 @@ func printTable(w io.Writer, r *results) {
 	}
 	_ = tw.Flush()
 	printConditions(w, r)
+	printPGCounters(w, r)
 	fmt.Fprintf(w, "\nbench process (kfake with every record, baselines) peak RSS: %.0f MiB\n", r.ParentPeakRSSMiB)
 
 	fmt.Fprintln(w, "\nratios (same run):")
-	for _, k := range []string{"kreplay_global / ceiling_batch", "kreplay_global / naive", "kreplay_partition / kreplay_global",
-		"kreplay_global / ceiling_consume", "kreplay_partition / ceiling_batch_parallel", "kreplay_fold / ceiling_batch", "kreplay_fold / kreplay_global"} {
+	keys := []string{"kreplay_global / ceiling_batch", "kreplay_global / naive", "kreplay_partition / kreplay_global",
+		"kreplay_global / ceiling_consume", "kreplay_partition / ceiling_batch_parallel", "kreplay_fold / ceiling_batch", "kreplay_fold / kreplay_global",
+		"kreplay_fold / ceiling_set"}
+	for k := range r.Ratios {
+		if !slices.Contains(keys, k) {
+			keys = append(keys, k) // the growth size's (sorted below)
+		}
+	}
+	slices.Sort(keys[8:])
+	for _, k := range keys {
 		v := r.Ratios[k]
 		if v == nil {
 			fmt.Fprintf(w, "  %-42s -\n", k)
@@ -382,6 +437,8 @@ func printTable(w io.Writer, r *results) {
 		}
 		fmt.Fprintf(w, "  %-42s %.3f\n", k, *v)
 	}
+
+	printGrowth(w, r)
 
 	if p := r.Promotion; p != nil {
 		fmt.Fprintf(w, "\npromotion (%d events, %d readers on the live view, lock_timeout %.0fms):\n", p.Events, p.Readers, p.LockTimeoutMS)

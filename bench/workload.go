@@ -37,6 +37,11 @@ func projectionYAML(brokers []string, dbURL, topic, name, table, ordering string
 	}
 	if dbURL != "" {
 		fmt.Fprintf(&b, "postgres:\n  url: %q\n", dbURL)
+		// Every scenario has a catalog of its own on the one kfake cluster: an installation of
+		// its own too, or the next one's serve refuses the control and status topics.
+		if u, err := url.Parse(dbURL); err == nil && strings.Trim(u.Path, "/") != "" {
+			fmt.Fprintf(&b, "installation: %s\n", strings.Trim(u.Path, "/"))
+		}
 	}
 	fmt.Fprintf(&b, `http:
   listen: "off"
@@ -176,6 +181,7 @@ func createDatabase(ctx context.Context, adminURL string, keep bool) (*database,
 	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
 		return nil, fmt.Errorf("create database %s: %w", name, err)
 	}
+	trackFunctions(ctx, adminURL, name) // kreplay.advance's calls and time (pgstats.go)
 	return &database{name: name, url: u.String(), adminURL: adminURL, keep: keep}, nil
 }
 

@@ -46,6 +46,7 @@ type session struct {
 
 	decoders map[string]topology.Decoder // poller goroutine only
 	rec      topology.Record             // poller goroutine only: the record being decoded
+	fetched  []entry                     // poller goroutine only: one fetch's entries, before they are queued
 	parts    map[store.TopicPartition]*partition
 	list     []*partition // by topic rank and partition
 	lanes    []*lane
@@ -249,8 +250,12 @@ func (s *session) push(ftp kgo.FetchTopicPartition) {
 		return
 	}
 	dec := s.decoders[ftp.Topic]
-	next := p.pos // only this goroutine writes pos
-	batch := make([]entry, 0, len(ftp.Records))
+	next := p.pos          // only this goroutine writes pos
+	batch := s.fetched[:0] // reused fetch after fetch: cleared once queued
+	defer func() {
+		clear(batch)
+		s.fetched = batch[:0]
+	}()
 	size := 0
 	for _, rec := range ftp.Records {
 		if rec.Offset < next {

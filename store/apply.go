@@ -211,26 +211,10 @@ func (a *Applier) Prepare(p *Prepared, generation int32, items []Item) {
 		p.queued = append(p.queued, queued{item: i, fold: -1})
 		p.handled++
 	}
-	for fi, f := range p.folds {
-		f.reset()
-		for i := range items {
-			it := &items[i]
-			if it.Kind == ItemEvent && f.plan.types[it.Event.Type] && (a.only == nil || a.only[it.Event.Type]) {
-				f.add(&it.Event, i)
-			}
-		}
-		if len(f.items) > 0 {
-			f.markLast(items)
-			if f.plan.ordered {
-				// Ordered aggregates sort in memory, not on disk (for this transaction only).
-				p.batch.Queue("SELECT set_config('work_mem', '64MB', true)")
-				p.queued = append(p.queued, queued{item: -1, fold: -1})
-			}
-			p.batch.Queue(f.plan.sql, f.arguments(0, len(f.items))...)
-			p.queued = append(p.queued, queued{item: -1, fold: fi})
-			p.handled += len(f.items)
-		}
-	}
+	p.handled += queueFolds(p.folds, items, a.only, func(sql string, args []any, fold int) {
+		p.batch.Queue(sql, args...)
+		p.queued = append(p.queued, queued{item: -1, fold: fold})
+	})
 }
 
 // Execute sends a prepared batch as one transaction; see Apply for its errors. A Prepared may be

@@ -125,3 +125,15 @@ func positions(ctx context.Context, tx pgx.Tx, lock bool, keys ...string) (map[s
 	})
 	return pos, err
 }
+
+// VacuumCheckpoints vacuums kreplay.checkpoints. Every batch updates its rows; when a
+// transaction anywhere on the server keeps PostgreSQL from pruning the versions they replace,
+// updates go to new pages with new index entries, and kreplay.advance reads all of them until
+// a vacuum: without one (autovacuum off, or behind) the cost of a batch grows with the history.
+// The table is small, so a vacuum takes milliseconds; it takes no lock that writers wait for.
+func (s *Store) VacuumCheckpoints(ctx context.Context) error {
+	if _, err := s.pool.Exec(ctx, "VACUUM kreplay.checkpoints"); err != nil {
+		return fmt.Errorf("vacuum kreplay.checkpoints: %w", err)
+	}
+	return nil
+}

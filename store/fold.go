@@ -306,7 +306,7 @@ func (p *foldBatch) markLast(items []Item) {
 		b = b[:0]
 		ev := &items[item].Event
 		for _, a := range p.plan.keyArgs {
-			b = fmt.Append(b, ev.Arg(a), "\x00")
+			b = appendKeyArg(b, ev, a)
 		}
 		p.lastOf[string(b)] = j
 	}
@@ -314,6 +314,30 @@ func (p *foldBatch) markLast(items []Item) {
 	for _, j := range p.lastOf {
 		p.isLast[j] = true
 	}
+}
+
+// appendKeyArg appends a key argument of ev and a separator (bareArg's arguments are text or
+// integers: no fmt, no boxing, for the strings and integers of every event of a batch).
+func appendKeyArg(b []byte, ev *topology.Event, a topology.Arg) []byte {
+	switch a {
+	case topology.ArgEventID:
+		b = append(b, ev.ID...)
+	case topology.ArgType:
+		b = append(b, ev.Type...)
+	case topology.ArgAggregateID:
+		b = append(b, ev.AggregateID...)
+	case topology.ArgTopic:
+		b = append(b, ev.Topic...)
+	case topology.ArgVersion:
+		b = strconv.AppendInt(b, ev.Version, 10)
+	case topology.ArgOffset:
+		b = strconv.AppendInt(b, ev.Offset, 10)
+	case topology.ArgPartition:
+		b = strconv.AppendInt(b, int64(ev.Partition), 10)
+	default:
+		b = fmt.Append(b, ev.Arg(a))
+	}
+	return append(b, 0)
 }
 
 // arguments are the statement's parameters for the events added (from index from, n of them:
@@ -331,5 +355,72 @@ func (p *foldBatch) arguments(from, n int) []any {
 			out = append(out, p.isLast[from:from+n])
 		}
 	}
+	return out
+}
+
+// queueFolds builds the folds' statements for items (only, when not nil, the event types
+// applied) and hands each to queue in order, with the index of its fold (-1 for the work_mem
+// setting an ordered fold needs first). It returns the number of events folded.
+func queueFolds(folds []*foldBatch, items []Item, only map[string]bool, queue func(sql string, args []any, fold int)) int {
+	n := 0
+	for fi, f := range folds {
+		f.reset()
+		for i := range items {
+			it := &items[i]
+			if it.Kind == ItemEvent && f.plan.types[it.Event.Type] && (only == nil || only[it.Event.Type]) {
+				f.add(&it.Event, i)
+			}
+		}
+		if len(f.items) > 0 {
+			f.markLast(items)
+			if f.plan.ordered {
+				// Ordered aggregates sort in memory, not on disk (for this transaction only).
+				queue("SELECT set_config('work_mem', '64MB', true)", nil, -1)
+			}
+			queue(f.plan.sql, f.arguments(0, len(f.items)), fi)
+			n += len(f.items)
+		}
+	}
+	return n
+}
+
+// Statement is one SQL statement and its arguments.
+type Statement struct {
+	SQL  string
+	Args []any
+}
+
+// FoldSet builds the statements a version's folds send for a batch, exactly as an Applier does,
+// without an applier, a connection or a checkpoint: what a set-based batch asks of PostgreSQL
+// by itself. The bench's ceiling_set runs them to measure PostgreSQL's limit for folds.
+type FoldSet struct {
+	folds []*foldBatch
+	items []Item
+}
+
+// NewFoldSet compiles def's folds.
+func NewFoldSet(def topology.Definition) (*FoldSet, error) {
+	plans, err := compileFolds(def)
+	if err != nil {
+		return nil, err
+	}
+	s := &FoldSet{}
+	for _, p := range plans {
+		s.folds = append(s.folds, &foldBatch{plan: p})
+	}
+	return s, nil
+}
+
+// Statements are the statements of one batch of events, in the order the applier queues them
+// after the checkpoint. Their arguments share buffers that the next call reuses.
+func (s *FoldSet) Statements(events []topology.Event) []Statement {
+	s.items = s.items[:0]
+	for _, ev := range events {
+		s.items = append(s.items, Item{Event: ev, Kind: ItemEvent})
+	}
+	var out []Statement
+	queueFolds(s.folds, s.items, nil, func(sql string, args []any, _ int) {
+		out = append(out, Statement{SQL: sql, Args: args})
+	})
 	return out
 }

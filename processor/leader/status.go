@@ -18,7 +18,15 @@ func (l *Leader) statusLoop(ctx context.Context) error {
 	defer tick.Stop()
 	known := map[string]string{} // key -> projection, to forget removed versions' gauges
 	var waiters []chan struct{}
+	var vacuumed time.Time
 	for {
+		if l.leading.Load() && time.Since(vacuumed) >= checkpointVacuumEvery {
+			// The rows every batch updates: see store.VacuumCheckpoints. Best effort.
+			vacuumed = time.Now()
+			if err := l.store.VacuumCheckpoints(ctx); err != nil && ctx.Err() == nil {
+				l.log.Debug("vacuum of the checkpoints failed", "err", err)
+			}
+		}
 		if l.leading.Load() {
 			// Versions whose records the brokers lost fail before their status is computed, so
 			// that no status shows lag 0 above records that no longer exist.
@@ -78,6 +86,10 @@ func (l *Leader) statusLoop(ctx context.Context) error {
 		}
 	}
 }
+
+// checkpointVacuumEvery is how often the leader vacuums kreplay.checkpoints (autovacuum may be
+// off, and visits a table once a minute at best).
+const checkpointVacuumEvery = 10 * time.Second
 
 // tombstoneHorizon is how old a removal may be for a new leader to tombstone its status record
 // again: long enough for any leader change, short enough that every leader change does not
