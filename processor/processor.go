@@ -330,16 +330,19 @@ func (p *Processor) validate(ctx context.Context) error {
 }
 
 // transientAtStart says whether a failure to start a projection may pass: PostgreSQL's
-// connection or server, or Kafka not answering; not a refusal of the request or of the config.
+// connection or server, or Kafka not answering. Anything else (a refusal of the request or of
+// the config, a view another projection owns) stops serve with its reason.
 func transientAtStart(err error) bool {
 	var pgErr *pgconn.PgError
 	switch {
 	case errors.Is(err, control.ErrInvalid):
 		return false
-	case errors.As(err, &pgErr), store.IsTransient(err):
-		return store.IsTransient(err)
+	case store.IsTransient(err):
+		return true
+	case errors.As(err, &pgErr):
+		return false
 	}
-	return kafkaconn.Retriable(err)
+	return kafkaconn.Unreachable(err)
 }
 
 // checkInstallation makes sure this catalog holds the control and status topics (see

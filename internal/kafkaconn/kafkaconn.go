@@ -9,11 +9,14 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"os"
 	"sync"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
@@ -183,6 +186,30 @@ func Retriable(err error) bool {
 		return kerrErr.Retriable
 	}
 	return true
+}
+
+// Unreachable reports whether err says Kafka did not answer, or answered with an error it calls
+// retriable: a network error, a request that timed out, a broker not ready. It is narrower than
+// Retriable, for callers that must not wait on an error that is not Kafka's.
+func Unreachable(err error) bool {
+	var kErr *kerr.Error
+	var netErr net.Error
+	var shards *kadm.ShardErrors
+	switch {
+	case err == nil, Refused(err):
+		return false
+	case errors.As(err, &kErr):
+		return kErr.Retriable
+	case errors.As(err, &netErr), errors.Is(err, context.DeadlineExceeded), errors.Is(err, io.EOF), errors.Is(err, kgo.ErrClientClosed):
+		return true
+	case errors.As(err, &shards):
+		for _, s := range shards.Errs {
+			if Unreachable(s.Err) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // Record fills into with rec as the topology decoders read it, reusing into's header slice,

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -38,4 +39,12 @@ func TestQuietLogsARepeatingLineOncePerInterval(t *testing.T) {
 	require.Len(t, lines, 2, out.String())
 	require.Contains(t, lines[0], "UNKNOWN_TOPIC_ID")
 	require.Contains(t, lines[1], "NOT_LEADER")
+}
+
+// Only what says Kafka did not answer is waited for at start; anything else is reported.
+func TestUnreachableIsKafkaNotAnswering(t *testing.T) {
+	require.True(t, Unreachable(fmt.Errorf("list end offsets: %w", &net.OpError{Op: "dial", Err: errors.New("connection refused")})))
+	require.True(t, Unreachable(fmt.Errorf("list end offsets: %w", kerr.LeaderNotAvailable)))
+	require.False(t, Unreachable(kerr.TopicAuthorizationFailed))
+	require.False(t, Unreachable(errors.New(`projection "select" cannot expose table "lenient": projection "lenient" already does`)))
 }
