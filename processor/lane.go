@@ -305,6 +305,14 @@ func (l *lane) execute(ctx context.Context, b batch, send func() (store.ApplyRes
 			return errSessionOver
 		}
 		failures++
+		if errors.Is(err, store.ErrTransactionEnded) {
+			it := b.items[0].Event
+			verr := store.VersionError{Reason: err.Error() + ": what it committed cannot be told apart from the rest of its batch; replay the projection with a handler that leaves the transaction to kreplay", Topic: it.Topic, Partition: it.Partition, Offset: it.Offset}
+			if ferr := s.r.p.catalog("mark the version failed").Do(ctx, func(ctx context.Context) error { return s.r.fail(ctx, verr) }); ferr != nil {
+				return ferr
+			}
+			return errVersionFailed
+		}
 		if store.IsStatementTimeout(err) {
 			timeouts++
 		} else {
