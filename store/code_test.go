@@ -119,7 +119,9 @@ func TestGoHandlersRunInTheBatchTransaction(t *testing.T) {
 	require.Equal(t, `"Ada" at 15`, owner, "the transactional handler saw the two deposits before it")
 
 	balance := func() int64 { return scalar(t, s, "SELECT total FROM accounts_v1.balances WHERE account_id = 'x'") }
-	next := func() int64 { return scalar(t, s, "SELECT next_offset FROM kreplay.checkpoints WHERE version = 'accounts_v1' AND partition = 0") }
+	next := func() int64 {
+		return scalar(t, s, "SELECT next_offset FROM kreplay.checkpoints WHERE version = 'accounts_v1' AND partition = 0")
+	}
 	batch := func(last store.Item) []store.Item {
 		return []store.Item{item("Deposited", "x", `{"amount": 100}`, 0, 4), item("Named", "x", `"Bob"`, 0, 5), last}
 	}
