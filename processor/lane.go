@@ -372,6 +372,9 @@ func (l *lane) committed(b batch, res store.ApplyResult) {
 	}
 	s.r.observeState(res.State)
 	s.kickCommit()
+	if res.State == store.StateLive {
+		s.r.p.kickReactions(s.r.version().Projection)
+	}
 }
 
 // poison applies the version's on_error policy to a record that cannot be applied.

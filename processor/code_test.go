@@ -1,0 +1,323 @@
+package processor_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+
+	"github.com/kreplay/kreplay/internal/bankgen"
+	"github.com/kreplay/kreplay/processor"
+	"github.com/kreplay/kreplay/processor/control"
+	"github.com/kreplay/kreplay/processor/lifecycle"
+	"github.com/kreplay/kreplay/processor/projector"
+	"github.com/kreplay/kreplay/store"
+	"github.com/kreplay/kreplay/store/storetest"
+	"github.com/kreplay/kreplay/topology"
+)
+
+// The bank's balances projection as Go code. Version "1" keeps the balance of every account;
+// version "2" also counts its events (a changed handler, rolled out as a new replay).
+
+const (
+	upsertBalance = `INSERT INTO balances AS b (account_id, total, updated_at) VALUES ($1, $2, $3)
+		ON CONFLICT (account_id) DO UPDATE SET total = b.total + EXCLUDED.total, updated_at = EXCLUDED.updated_at`
+	upsertBalanceV2 = `INSERT INTO balances AS b (account_id, total, updated_at, events) VALUES ($1, $2, $3, 1)
+		ON CONFLICT (account_id) DO UPDATE SET total = b.total + EXCLUDED.total, updated_at = EXCLUDED.updated_at, events = b.events + 1`
+)
+
+// amountOf reads the signed amount of a bank event: a deposit adds, a withdrawal subtracts.
+func amountOf(ev *projector.Event) (int64, error) {
+	var d struct {
+		Amount *int64 `json:"amount"`
+	}
+	if err := json.Unmarshal(ev.Data, &d); err != nil {
+		return 0, err
+	}
+	if d.Amount == nil {
+		return 0, errors.New("no amount")
+	}
+	if ev.Type == "MoneyWithdrawn" {
+		return -*d.Amount, nil
+	}
+	return *d.Amount, nil
+}
+
+// bankProjector is the balances projection of bankTopic as Go code, with pipelined or
+// transactional handlers (both give the same tables).
+func bankProjector(version string, transactional bool) *projector.Projector {
+	return bankProjectorNamed("balances", version, transactional)
+}
+
+// bankProjectorNamed is bankProjector as projection name, with a table of that name.
+func bankProjectorNamed(name, version string, transactional bool) *projector.Projector {
+	p := bankProjectorOf(version, transactional, func(sql string) string { return strings.ReplaceAll(sql, "balances", name) })
+	p.Name = name
+	return p
+}
+
+func bankProjectorOf(version string, transactional bool, rename func(string) string) *projector.Projector {
+	v2 := version != "1"
+	table := "CREATE TABLE balances (account_id text PRIMARY KEY, total bigint NOT NULL, updated_at timestamptz NOT NULL)"
+	upsert := upsertBalance
+	if v2 {
+		table = "CREATE TABLE balances (account_id text PRIMARY KEY, total bigint NOT NULL, updated_at timestamptz NOT NULL, events bigint NOT NULL DEFAULT 0)"
+		upsert = upsertBalanceV2
+	}
+	table, upsert = rename(table), rename(upsert)
+	h := projector.Pipelined(func(b *projector.Batch, ev *projector.Event) error {
+		amount, err := amountOf(ev)
+		if err != nil {
+			return err
+		}
+		b.Queue(upsert, ev.AggregateID, amount, ev.CreatedAt)
+		return nil
+	})
+	if transactional {
+		h = projector.Transactional(func(ctx context.Context, tx pgx.Tx, ev *projector.Event) error {
+			amount, err := amountOf(ev)
+			if err != nil {
+				return err
+			}
+			// Read, compute in Go, write: what a pipelined handler cannot do.
+			var total, events int64
+			err = tx.QueryRow(ctx, rename("SELECT total, "+map[bool]string{true: "events", false: "0"}[v2]+" FROM balances WHERE account_id = $1 FOR UPDATE"), ev.AggregateID).Scan(&total, &events)
+			if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+				return err
+			}
+			if v2 {
+				_, err = tx.Exec(ctx, rename(`INSERT INTO balances (account_id, total, updated_at, events) VALUES ($1, $2, $3, $4)
+					ON CONFLICT (account_id) DO UPDATE SET total = EXCLUDED.total, updated_at = EXCLUDED.updated_at, events = EXCLUDED.events`),
+					ev.AggregateID, total+amount, ev.CreatedAt, events+1)
+			} else {
+				_, err = tx.Exec(ctx, rename(`INSERT INTO balances (account_id, total, updated_at) VALUES ($1, $2, $3)
+					ON CONFLICT (account_id) DO UPDATE SET total = EXCLUDED.total, updated_at = EXCLUDED.updated_at`),
+					ev.AggregateID, total+amount, ev.CreatedAt)
+			}
+			return err
+		})
+	}
+	return &projector.Projector{
+		Name: "balances", Version: version, Sources: []string{bankTopic},
+		Tables:   []string{table},
+		Checks:   []string{rename("SELECT count(*) FROM balances"), rename("SELECT coalesce(sum(total), 0) FROM balances")},
+		Handlers: map[string]projector.Handler{"MoneyDeposited": h, "MoneyWithdrawn": h},
+	}
+}
+
+// codeConfig is a config for the bundle's broker and database that declares the bank topic and
+// no projection: the projectors come from processor.Options.
+func (b *bundle) codeConfig(partitions int32) *topology.Config {
+	b.t.Helper()
+	cfg, err := topology.Parse(fmt.Appendf(nil, "sources:\n  - topic: %s\n    partitions: %d\n", bankTopic, partitions))
+	require.NoError(b.t, err)
+	cfg.Kafka.Brokers = b.kafka.Addrs
+	cfg.Postgres.URL = b.dbURL
+	cfg.HTTP.Listen = "off"
+	cfg.Control.StatusInterval = 200 * time.Millisecond
+	cfg.Kafka.SessionTimeout = 3 * time.Second
+	cfg.Kafka.RebalanceTimeout = 5 * time.Second
+	cfg.SetDefaults()
+	return cfg
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: logLevel()}))
+}
+
+// A Go projector stopped abruptly mid-stream (batches in flight aborted, no offsets committed to
+// Kafka), again and again while events keep arriving, loses and duplicates nothing, as SQL
+// handlers do: after the last restart the balances equal those computed from the events.
+func TestGoProjectorLosesAndDuplicatesNothingThroughAbruptStops(t *testing.T) {
+	t.Parallel()
+	b := setup(t, map[string]int32{bankTopic: 8})
+	bank := bankgen.New(bankTopic, 8, 300, 17)
+	b.kafka.Produce(bank.Events(10000)...)
+	cfg := b.codeConfig(8)
+	proj := bankProjector("1", false)
+	proj.BatchSize = 200
+	opts := processor.Options{Projectors: []*projector.Projector{proj}}
+
+	var mu sync.Mutex
+	producing := make(chan struct{})
+	go func() {
+		defer close(producing)
+		for range 25 {
+			mu.Lock()
+			recs := bank.Events(400)
+			mu.Unlock()
+			b.kafka.Produce(recs...)
+			time.Sleep(40 * time.Millisecond)
+		}
+	}()
+	applied := func() int64 {
+		return b.scalar("SELECT coalesce(sum(applied_events), 0) FROM kreplay.checkpoints WHERE version = 'balances_v1'")
+	}
+	rnd := rand.New(rand.NewPCG(3, 4))
+	midStream := 0
+	for i := range 4 {
+		o := opts
+		o.Logger = testLogger(t)
+		p := processor.New(cfg, o)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- p.Run(ctx) }()
+		<-p.Started()
+		before := applied()
+		eventually(t, 30*time.Second, func() bool {
+			select {
+			case <-producing:
+				if applied() == b.produced(bankTopic) {
+					return true
+				}
+			default:
+			}
+			return applied() > before
+		}, "run %d applied nothing", i)
+		time.Sleep(time.Duration(rnd.IntN(150)) * time.Millisecond)
+		processor.Kill(p, cancel)
+		select {
+		case <-done: //nolint:errcheck // killed
+		case <-time.After(30 * time.Second):
+			t.Fatalf("kill %d: processor did not stop", i)
+		}
+		n, produced := applied(), b.produced(bankTopic)
+		t.Logf("kill %d: %d of %d events applied", i, n, produced)
+		if n > 0 && n < produced {
+			midStream++
+		}
+	}
+	require.Positive(t, midStream, "no kill happened mid-stream")
+	<-producing
+	b.startWith(cfg, opts)
+	eventually(t, 60*time.Second, func() bool { return b.caughtUp("balances_v1", bankTopic) }, "balances_v1 did not catch up")
+	mu.Lock()
+	want, total := bank.Balances(), bank.Total()
+	mu.Unlock()
+	require.Equal(t, want, b.balances("public"))
+	require.Equal(t, int64(total), b.scalar("SELECT sum(applied_events) FROM kreplay.checkpoints WHERE version = 'balances_v1'"))
+}
+
+// A changed Go projector is rolled out as operators roll out a changed SQL handler: the binary
+// registers the new code (version 2) and keeps the live version's (version 1); serve reports the
+// drift; a replay of version 2 is created, verified against the live version and promoted; a
+// rollback returns to version 1, which kept tailing. A binary without version 1's code does not
+// run balances_v1, and says why.
+func TestReplayOfAChangedGoProjectorIsVerifiedPromotedAndRolledBack(t *testing.T) {
+	t.Parallel()
+	b := setup(t, map[string]int32{bankTopic: 4})
+	bank := bankgen.New(bankTopic, 4, 100, 23)
+	b.kafka.Produce(bank.Events(3000)...)
+	cfg := b.codeConfig(4)
+	v1, v2 := bankProjector("1", false), bankProjector("2", false)
+	r := b.startWith(cfg, processor.Options{Logger: testLogger(t), Projectors: []*projector.Projector{v1}})
+	eventually(t, 30*time.Second, func() bool { return b.caughtUp("balances_v1", bankTopic) }, "v1 did not catch up")
+	require.Equal(t, bank.Balances(), b.balances("public"))
+	require.NoError(t, r.stop())
+
+	// The next binary: version 2 is the projector's code, version 1 is kept for balances_v1.
+	r = b.startWith(cfg, processor.Options{Logger: testLogger(t),
+		Projectors: []*projector.Projector{v2}, PreviousProjectors: []*projector.Projector{v1}})
+	m := r.p.Manager()
+	ctx := context.Background()
+	st, err := m.VersionStatus(ctx, "balances_v1")
+	require.NoError(t, err)
+	require.True(t, st.Drift, "the live version runs version 1 of the code, the binary's projector is version 2")
+	require.Empty(t, st.Error)
+
+	_, err = m.Create(ctx, lifecycle.CreateRequest{Key: "balances_v2", Projection: "balances", Start: true})
+	require.NoError(t, err)
+	b.kafka.Produce(bank.Events(500)...)
+	eventually(t, 30*time.Second, func() bool {
+		return b.state("balances_v2") == store.StateTailing && b.caughtUp("balances_v2", bankTopic) && b.caughtUp("balances_v1", bankTopic)
+	}, "v2 did not catch up")
+	v, err := r.p.Store().Version(ctx, "balances_v2")
+	require.NoError(t, err)
+	require.Equal(t, &topology.Code{Version: "2", EventTypes: []string{"MoneyDeposited", "MoneyWithdrawn"}}, v.Definition.Code)
+
+	rep, err := m.Verify(ctx, "balances_v2")
+	require.NoError(t, err)
+	require.True(t, rep.Passed, "verify: %+v", rep)
+	sw, err := m.Promote(ctx, "balances_v2", control.PromoteOptions{Verified: true, Wait: control.Duration(30 * time.Second)})
+	require.NoError(t, err)
+	require.Equal(t, "balances_v1", sw.From)
+	require.Equal(t, bank.Balances(), b.balances("public"))
+	require.Equal(t, bank.Counts(), b.counts("public"), "the view has version 2's events column")
+	st, err = m.VersionStatus(ctx, "balances_v2")
+	require.NoError(t, err)
+	require.False(t, st.Drift)
+
+	// The retired version keeps tailing with version 1's code; a rollback returns to it.
+	b.kafka.Produce(bank.Events(300)...)
+	eventually(t, 30*time.Second, func() bool { return b.caughtUp("balances_v1", bankTopic) && b.caughtUp("balances_v2", bankTopic) }, "versions did not catch up")
+	sw, err = m.Rollback(ctx, "balances")
+	require.NoError(t, err)
+	require.Equal(t, "balances_v1", sw.To)
+	require.Equal(t, bank.Balances(), b.balances("public"))
+	_, err = b.db.Exec(ctx, "SELECT events FROM public.balances LIMIT 1")
+	require.Error(t, err, "the view has version 1's shape again")
+	_, err = m.Promote(ctx, "balances_v2", control.PromoteOptions{Wait: control.Duration(30 * time.Second)})
+	require.NoError(t, err)
+	require.NoError(t, r.stop())
+
+	// A binary that no longer has version 1's code does not run balances_v1 (retired), and says
+	// why in its status; balances_v2 runs on.
+	r = b.startWith(cfg, processor.Options{Logger: testLogger(t), Projectors: []*projector.Projector{v2}})
+	m = r.p.Manager()
+	b.kafka.Produce(bank.Events(200)...)
+	eventually(t, 30*time.Second, func() bool { return b.caughtUp("balances_v2", bankTopic) }, "v2 did not catch up")
+	require.Equal(t, bank.Counts(), b.counts("public"))
+	eventually(t, 30*time.Second, func() bool {
+		st, err := m.VersionStatus(ctx, "balances_v1")
+		return err == nil && st.Error != ""
+	}, "balances_v1's status does not say why it does not run")
+	st, err = m.VersionStatus(ctx, "balances_v1")
+	require.NoError(t, err)
+	require.Contains(t, st.Error, "has no code of projector balances version 1 (its binary registers versions: 2)")
+	require.Equal(t, "retired", st.State)
+	require.Positive(t, st.LagEvents, "it applies nothing")
+	require.Zero(t, r.p.Assigned("balances_v1"), "it did not join the version's consumer group")
+	_, err = m.Remove(ctx, "balances_v1")
+	require.NoError(t, err)
+}
+
+// The two handler styles give identical tables: the bank projection with pipelined handlers and
+// with transactional ones (read the balance, compute it in Go, write it) replayed side by side.
+func TestPipelinedAndTransactionalHandlersGiveIdenticalTables(t *testing.T) {
+	t.Parallel()
+	b := setup(t, map[string]int32{bankTopic: 4})
+	bank := bankgen.New(bankTopic, 4, 150, 29)
+	b.kafka.Produce(bank.Events(4000)...)
+	cfg := b.codeConfig(4)
+	pipelined, transactional := bankProjectorNamed("balances_p", "2", false), bankProjectorNamed("balances_t", "2", true)
+	pipelined.Ordering, transactional.Ordering = topology.OrderingPartition, topology.OrderingGlobal // each style in each order
+	b.startWith(cfg, processor.Options{Logger: testLogger(t), Projectors: []*projector.Projector{pipelined, transactional}})
+	eventually(t, 60*time.Second, func() bool {
+		return b.caughtUp("balances_p_v1", bankTopic) && b.caughtUp("balances_t_v1", bankTopic)
+	}, "the versions did not catch up")
+	b.kafka.Produce(bank.Events(1000)...)
+	eventually(t, 60*time.Second, func() bool {
+		return b.caughtUp("balances_p_v1", bankTopic) && b.caughtUp("balances_t_v1", bankTopic)
+	}, "the versions did not catch up")
+	rows := func(schema string) []string {
+		var out []string
+		r, err := b.db.Query(context.Background(), "SELECT format('%s %s %s %s', account_id, total, updated_at, events) FROM "+schema+" ORDER BY account_id")
+		require.NoError(t, err)
+		out, err = pgx.CollectRows(r, pgx.RowTo[string])
+		require.NoError(t, err)
+		return out
+	}
+	require.Equal(t, bank.Balances(), storetest.Int64Map(t, b.db, "SELECT account_id, total FROM public.balances_p"))
+	require.Equal(t, bank.Counts(), storetest.Int64Map(t, b.db, "SELECT account_id, events FROM public.balances_t"))
+	require.Len(t, rows("balances_p_v1.balances_p"), len(bank.Balances()))
+	require.Equal(t, rows("balances_p_v1.balances_p"), rows("balances_t_v1.balances_t"))
+}
