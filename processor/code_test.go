@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kreplay/kreplay/internal/bankgen"
 	"github.com/kreplay/kreplay/processor"
@@ -320,4 +322,187 @@ func TestPipelinedAndTransactionalHandlersGiveIdenticalTables(t *testing.T) {
 	require.Equal(t, bank.Counts(), storetest.Int64Map(t, b.db, "SELECT account_id, events FROM public.balances_t"))
 	require.Len(t, rows("balances_p_v1.balances_p"), len(bank.Balances()))
 	require.Equal(t, rows("balances_p_v1.balances_p"), rows("balances_t_v1.balances_t"))
+}
+
+// A Go handler cannot write outside its version's schema: it only ever gets the version's own
+// connection, logged in as the version's role. A replay whose handlers write the live view, the
+// live version's table (after RESET ROLE) or kreplay's checkpoints fails with the reason, and the
+// live rows and checkpoints are unchanged, byte for byte.
+func TestAGoHandlerCannotWriteOutsideItsVersion(t *testing.T) {
+	t.Parallel()
+	b := setup(t, map[string]int32{bankTopic: 4})
+	bank := bankgen.New(bankTopic, 4, 50, 31)
+	b.kafka.Produce(bank.Events(1000)...)
+	cfg := b.codeConfig(4)
+	v1 := bankProjector("1", false)
+	r := b.startWith(cfg, processor.Options{Logger: testLogger(t), Projectors: []*projector.Projector{v1}})
+	eventually(t, 30*time.Second, func() bool { return b.caughtUp("balances_v1", bankTopic) }, "v1 did not catch up")
+	require.NoError(t, r.stop())
+	snapshot := func() []string {
+		var out []string
+		for _, q := range []string{
+			"SELECT format('%s', b) FROM balances_v1.balances b ORDER BY account_id",
+			"SELECT format('%s', b) FROM public.balances b ORDER BY account_id",
+			"SELECT format('%s %s %s %s', version, topic, partition, next_offset) FROM kreplay.checkpoints WHERE version = 'balances_v1' ORDER BY partition",
+		} {
+			rows, err := b.db.Query(context.Background(), q)
+			require.NoError(t, err)
+			got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+			require.NoError(t, err)
+			out = append(out, got...)
+		}
+		return out
+	}
+	before := snapshot()
+	require.Len(t, before, 2*len(bank.Balances())+4)
+
+	hostile := map[string]projector.Handler{
+		"pipelined, the live view": projector.Pipelined(func(q *projector.Batch, ev *projector.Event) error {
+			q.Queue("INSERT INTO public.balances (account_id, total, updated_at) VALUES ($1, 1000000, now()) ON CONFLICT DO NOTHING", ev.AggregateID)
+			return nil
+		}),
+		"transactional, the live version's table after RESET ROLE": projector.Transactional(func(ctx context.Context, tx pgx.Tx, ev *projector.Event) error {
+			if _, err := tx.Exec(ctx, "RESET ROLE"); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, "UPDATE balances_v1.balances SET total = 0")
+			return err
+		}),
+		"transactional, kreplay's checkpoints": projector.Transactional(func(ctx context.Context, tx pgx.Tx, ev *projector.Event) error {
+			_, err := tx.Exec(ctx, "UPDATE kreplay.checkpoints SET next_offset = 0")
+			return err
+		}),
+	}
+	n := 2
+	for what, h := range hostile {
+		p := bankProjector(fmt.Sprintf("hostile-%d", n), false)
+		p.Handlers["MoneyDeposited"] = h
+		p.Handlers["MoneyWithdrawn"] = h
+		r := b.startWith(cfg, processor.Options{Logger: testLogger(t), Projectors: []*projector.Projector{p},
+			PreviousProjectors: []*projector.Projector{v1}})
+		key := fmt.Sprintf("balances_v%d", n)
+		_, err := r.p.Manager().Create(context.Background(), lifecycle.CreateRequest{Key: key, Projection: "balances", Start: true})
+		require.NoError(t, err, what)
+		eventually(t, 60*time.Second, func() bool { return b.state(key) == store.StateFailed }, "%s: %s did not fail", what, key)
+		st, err := r.p.Manager().VersionStatus(context.Background(), key)
+		require.NoError(t, err)
+		require.Contains(t, st.Error, "permission denied", what)
+		require.Zero(t, b.scalar("SELECT coalesce(sum(applied_events), 0) FROM kreplay.checkpoints WHERE version = $1", key), what)
+		require.NoError(t, r.stop())
+		require.Equal(t, before, snapshot(), "%s: the live version changed", what)
+		n++
+	}
+}
+
+// eventIDs are the ids of bank records.
+func eventIDs(t *testing.T, recs []*kgo.Record) []string {
+	t.Helper()
+	ids := make([]string, len(recs))
+	for i, r := range recs {
+		var ev struct{ ID string }
+		require.NoError(t, json.Unmarshal(r.Value, &ev))
+		ids[i] = ev.ID
+	}
+	return ids
+}
+
+// reactions counts what a reactor was handed, by event id.
+type reactions struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (r *reactions) reactor(projection string) *projector.Reactor {
+	r.n = map[string]int{}
+	return &projector.Reactor{Name: "count", Projection: projection, EventTypes: []string{"MoneyDeposited", "MoneyWithdrawn"},
+		React: func(_ context.Context, ev *projector.Event) error {
+			r.mu.Lock()
+			r.n[ev.ID]++
+			r.mu.Unlock()
+			return nil
+		}}
+}
+
+func (r *reactions) counts() map[string]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return maps.Clone(r.n)
+}
+
+// once is the map of ids, each counted once.
+func once(ids ...[]string) map[string]int {
+	out := map[string]int{}
+	for _, l := range ids {
+		for _, id := range l {
+			out[id] = 1
+		}
+	}
+	return out
+}
+
+// A reactor runs exactly once for every event the live version commits, in a process that is not
+// killed: never for the history the first version replays at bootstrap, never for what a replay
+// applies, and on across a promotion and a rollback with no gap and no repeat, the events that
+// arrive meanwhile included.
+func TestReactorsReactOnceToLiveEventsOnly(t *testing.T) {
+	t.Parallel()
+	b := setup(t, map[string]int32{bankTopic: 4})
+	bank := bankgen.New(bankTopic, 4, 100, 37)
+	b.kafka.Produce(bank.Events(2000)...) // the history
+	cfg := b.codeConfig(4)
+	var rs reactions
+	opts := processor.Options{Logger: testLogger(t), Projectors: []*projector.Projector{bankProjector("2", false)},
+		PreviousProjectors: []*projector.Projector{bankProjector("1", false)}, Reactors: []*projector.Reactor{rs.reactor("balances")}}
+	v1 := opts
+	v1.Projectors, v1.PreviousProjectors = opts.PreviousProjectors, nil
+	r := b.startWith(cfg, v1)
+	eventually(t, 30*time.Second, func() bool { return b.caughtUp("balances_v1", bankTopic) }, "v1 did not catch up")
+	produce := func(n int) []string {
+		recs := bank.Events(n)
+		b.kafka.Produce(recs...)
+		return eventIDs(t, recs)
+	}
+	reacted := func(want map[string]int) {
+		t.Helper()
+		eventually(t, 30*time.Second, func() bool { return len(rs.counts()) >= len(want) }, "%d of %d events reacted to", len(rs.counts()), len(want))
+		time.Sleep(300 * time.Millisecond) // a repeat would come now
+		require.Equal(t, want, rs.counts())
+	}
+	live1 := produce(500)
+	reacted(once(live1))
+	require.NoError(t, r.stop())
+
+	// A replay of version 2 while events arrive: the reactor sees only what the live version
+	// commits.
+	r = b.startWith(cfg, opts)
+	m := r.p.Manager()
+	ctx := context.Background()
+	_, err := m.Create(ctx, lifecycle.CreateRequest{Key: "balances_v2", Projection: "balances", Start: true})
+	require.NoError(t, err)
+	live2 := produce(300)
+	eventually(t, 30*time.Second, func() bool { return b.state("balances_v2") == store.StateTailing }, "v2 did not catch up")
+	reacted(once(live1, live2))
+
+	// Promote and roll back while events arrive.
+	var live3 []string
+	producing := make(chan struct{})
+	go func() {
+		defer close(producing)
+		for range 10 {
+			live3 = append(live3, produce(30)...)
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	_, err = m.Promote(ctx, "balances_v2", control.PromoteOptions{Wait: control.Duration(30 * time.Second)})
+	require.NoError(t, err)
+	_, err = m.Rollback(ctx, "balances")
+	require.NoError(t, err)
+	_, err = m.Promote(ctx, "balances_v2", control.PromoteOptions{Wait: control.Duration(30 * time.Second)})
+	require.NoError(t, err)
+	<-producing
+	live4 := produce(200)
+	reacted(once(live1, live2, live3, live4))
+	eventually(t, 30*time.Second, func() bool { return b.caughtUp("balances_v2", bankTopic) }, "v2 did not catch up")
+	require.Equal(t, bank.Balances(), b.balances("public"))
+	require.Equal(t, int64(len(rs.counts())), b.scalar("SELECT sum(reacted) FROM kreplay.reactions WHERE projection = 'balances'"))
 }

@@ -258,8 +258,8 @@ const timeoutsBeforeFailing = 5
 // deniedBeforeFailing is how long a batch may fail for want of a privilege (SQLSTATE 42501)
 // before the version fails. A version's role owns its schema, so such a failure is most often a
 // statement that reaches outside it (which no retry fixes); a privilege revoked by mistake on a
-// reads: table is fixed within that time, or by resume.
-const deniedBeforeFailing = 30 * time.Second
+// reads: table is fixed within that time, or by resume. (A variable for the tests.)
+var deniedBeforeFailing = 30 * time.Second
 
 // execute runs one transaction of entries (send), and records what it applied. A failure that is
 // not the events' own (see store.IsPoison) is retried with backoff, without advancing: a
