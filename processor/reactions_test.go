@@ -181,7 +181,9 @@ func TestReactorsFireOncePerLiveEventAcrossSIGKILL(t *testing.T) {
 		command(control.Command{Command: "create", Replay: "balances_v2", Projection: "balances", Options: json.RawMessage(`{"start": true}`)})
 	})
 	run("2", func() {
-		eventually(t, 60*time.Second, func() bool { return b.scalar("SELECT count(*) FROM kreplay.versions WHERE key = 'balances_v2' AND state = 'tailing'") == 1 },
+		eventually(t, 60*time.Second, func() bool {
+			return b.scalar("SELECT count(*) FROM kreplay.versions WHERE key = 'balances_v2' AND state = 'tailing'") == 1
+		},
 			"balances_v2 did not catch up")
 		command(control.Command{Command: "promote", Replay: "balances_v2", Options: json.RawMessage(`{"wait": "30s"}`)})
 	})
