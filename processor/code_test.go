@@ -506,3 +506,27 @@ func TestReactorsReactOnceToLiveEventsOnly(t *testing.T) {
 	require.Equal(t, bank.Balances(), b.balances("public"))
 	require.Equal(t, int64(len(rs.counts())), b.scalar("SELECT sum(reacted) FROM kreplay.reactions WHERE projection = 'balances'"))
 }
+
+// What is wrong with the projectors and reactors stops Run before it connects anything, each
+// problem named.
+func TestProjectorOptionsAreValidated(t *testing.T) {
+	t.Parallel()
+	cfg, err := topology.FromYAML([]byte(bankgen.Config(bankTopic, 4, "global", false)))
+	require.NoError(t, err)
+	noVersion := bankProjectorNamed("accounts", "1", false)
+	noVersion.Version = ""
+	err = processor.New(cfg, processor.Options{
+		Projectors:         []*projector.Projector{bankProjector("2", false), noVersion},
+		PreviousProjectors: []*projector.Projector{bankProjector("2", true)},
+		Reactors:           []*projector.Reactor{{Name: "r", Projection: "nope", React: func(context.Context, *projector.Event) error { return nil }}},
+	}).Run(context.Background())
+	require.Error(t, err)
+	for _, want := range []string{
+		`projection "balances" is declared both in the config and as a projector; keep one`,
+		`projector "balances" version "2" is registered twice`,
+		`projection "accounts": code version is empty`,
+		`reactor "r": projection "nope" is neither in the config nor a projector`,
+	} {
+		require.ErrorContains(t, err, want)
+	}
+}
