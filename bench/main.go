@@ -10,6 +10,7 @@
 //	ceiling_batch_parallel  the same over as many connections as ordering: partition has workers
 //	ceiling_consume    consuming and decoding every record from Kafka (no PostgreSQL)
 //	kreplay_global     a full replay by the real processor, ordering: global
+//	kreplay_code       the same by a Go projector with pipelined handlers (package processor/projector)
 //	kreplay_partition  the same with ordering: partition
 //	kreplay_fold       the same projection as a set-based fold (one pre-aggregated upsert per batch)
 //	promotion          the view swap under 8 readers, without and with a long reader
@@ -50,7 +51,7 @@ const (
 )
 
 // The scenarios, in the order they run.
-var scenarioNames = []string{"naive", "ceiling_batch", "ceiling_batch_parallel", "ceiling_consume", "kreplay_global", "kreplay_partition", "kreplay_fold", "promotion"}
+var scenarioNames = []string{"naive", "ceiling_batch", "ceiling_batch_parallel", "ceiling_consume", "kreplay_global", "kreplay_code", "kreplay_partition", "kreplay_fold", "promotion"}
 
 type options struct {
 	events      int
@@ -115,6 +116,9 @@ func run() int {
 			return 0
 		}
 		return 2
+	}
+	if child == codeChildMode {
+		return runCodeChild(config, o.cpuprofile, o.verbose)
 	}
 	if child != "" {
 		return runChild(child, config, o.cpuprofile, o.verbose)
