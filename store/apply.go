@@ -84,9 +84,10 @@ type Prepared struct {
 	handled int
 	sent    bool // executed at least once since Prepare
 
-	gen     int32    // the generation Prepare was given
-	txs     []txItem // events with a transactional Go handler, in order
-	prepErr error    // what a pipelined Go handler returned (Execute returns it, or prepares again)
+	gen     int32          // the generation Prepare was given
+	sq      StatementQueue // the pipelined Go handlers' queue, reused event after event
+	txs     []txItem       // events with a transactional Go handler, in order
+	prepErr error          // what a pipelined Go handler returned (Execute returns it, or prepares again)
 }
 
 // queued is a statement of a batch: an event's handler (item >= 0) or a fold (fold >= 0).
@@ -267,8 +268,9 @@ func (a *Applier) prepareCode(p *Prepared, i int) bool {
 	ev := &p.items[i].Event
 	switch a.code.Style(ev.Type) {
 	case CodePipelined:
-		q := StatementQueue{p: p, item: i}
-		err := a.code.Queue(&q, ev)
+		q := &p.sq
+		*q = StatementQueue{p: p, item: i}
+		err := a.code.Queue(q, ev)
 		if err == nil {
 			err = q.err
 		}

@@ -56,7 +56,8 @@ var ErrRetry = errors.New("retry the batch")
 var ErrTransactionEnded = errors.New("a Go handler ended the batch's transaction")
 
 // StatementQueue is where a pipelined Go handler queues the statements of one event: they run in
-// the batch's pipeline, in order, after the statements of the events before it.
+// the batch's pipeline, in order, after the statements of the events before it. It is valid
+// during the handler's call only.
 type StatementQueue struct {
 	p    *Prepared
 	item int
@@ -79,19 +80,23 @@ func (q *StatementQueue) Queue(sql string, args ...any) {
 }
 
 // transactionControl is the keyword of a statement that controls the transaction, "" otherwise.
-// A guard against mistakes, not against hostile code.
+// A guard against mistakes, not against hostile code. (It allocates nothing: it runs for every
+// statement a pipelined handler queues.)
 func transactionControl(sql string) string {
 	s := strings.TrimLeft(sql, " \t\r\n(")
 	end := strings.IndexFunc(s, func(r rune) bool { return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') })
 	if end < 0 {
 		end = len(s)
 	}
-	switch w := strings.ToUpper(s[:end]); w {
-	case "BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE", "PREPARE":
-		return w
+	for _, w := range transactionKeywords {
+		if strings.EqualFold(s[:end], w) {
+			return w
+		}
 	}
 	return ""
 }
+
+var transactionKeywords = []string{"BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE", "PREPARE"}
 
 // txItem is an event of a batch with a transactional handler: it runs after the statements
 // queued before it (queued[:at]).
