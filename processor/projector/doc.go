@@ -145,6 +145,10 @@
 //     and set), in the projection's merge order below the bound (per partition, offset order).
 //     Undecodable records are not handed to reactors; events a handler refused and on_error
 //     skipped are (the event happened; the read model failed on it).
+//   - The position is the projection's, not a program's: a program that stops registering a
+//     projection's reactors and registers them again later resumes where they stopped (delete
+//     the projection's rows of kreplay.reactions, with no instance reacting, to start again
+//     from the live version's position).
 //   - Reactions lag the live version by a poll (200ms, or at once when the live version commits
 //     on the same instance); kreplay_reaction_lag_events says by how much.
 //
