@@ -44,8 +44,9 @@
 //
 //   - [Pipelined]: the handler queues statements with arguments and reads nothing. kreplay
 //     sends them where SQL handlers' statements go, in the batch's single pipeline (one round
-//     trip per batch). This is the fast path: the bank benchmark's kreplay_code scenario runs it
-//     within a few percent of SQL handlers (docs/PERFORMANCE.md). The handler runs while the
+//     trip per batch). This is the fast path: in the bank benchmark, the kreplay_code scenario
+//     replays as fast as SQL handlers do (0.97 to 1.17 times kreplay_global's rate in four
+//     runs; docs/PERFORMANCE.md). The handler runs while the
 //     batch is prepared, before the previous batch has committed: it must compute from the event
 //     alone, never from the read model.
 //   - [Transactional]: the handler is given the batch's transaction (a pgx.Tx on the version's
