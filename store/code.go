@@ -84,7 +84,7 @@ func (q *StatementQueue) Queue(sql string, args ...any) {
 // statement a pipelined handler queues.)
 func transactionControl(sql string) string {
 	s := strings.TrimLeft(sql, " \t\r\n(")
-	end := strings.IndexFunc(s, func(r rune) bool { return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') })
+	end := strings.IndexFunc(s, func(r rune) bool { return (r < 'a' || r > 'z') && (r < 'A' || r > 'Z') })
 	if end < 0 {
 		end = len(s)
 	}
