@@ -11,6 +11,7 @@
 //	ceiling_set        the fold's set-based upsert, one per batch of -fold-batch events (no Kafka)
 //	ceiling_consume    consuming and decoding every record from Kafka (no PostgreSQL)
 //	kreplay_global     a full replay by the real processor, ordering: global
+//	kreplay_code       the same by a Go projector with pipelined handlers (package processor/projector)
 //	kreplay_partition  the same with ordering: partition
 //	kreplay_fold       the same projection as a set-based fold (one pre-aggregated upsert per batch)
 //	promotion          the view swap under 8 readers, without and with a long reader
@@ -55,7 +56,7 @@ const (
 )
 
 // The scenarios, in the order they run.
-var scenarioNames = []string{"naive", "ceiling_batch", "ceiling_batch_parallel", "ceiling_set", "ceiling_consume", "kreplay_global", "kreplay_partition", "kreplay_fold", "promotion"}
+var scenarioNames = []string{"naive", "ceiling_batch", "ceiling_batch_parallel", "ceiling_set", "ceiling_consume", "kreplay_global", "kreplay_code", "kreplay_partition", "kreplay_fold", "promotion"}
 
 type options struct {
 	events      int
@@ -123,6 +124,9 @@ func run() int {
 			return 0
 		}
 		return 2
+	}
+	if child == codeChildMode {
+		return runCodeChild(config, o.cpuprofile, o.verbose)
 	}
 	if child != "" {
 		return runChild(child, config, o.cpuprofile, o.verbose)

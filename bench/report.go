@@ -158,6 +158,7 @@ func (r *results) summarize() {
 		"kreplay_fold / ceiling_batch":               ratio("kreplay_fold", "ceiling_batch"),
 		"kreplay_fold / kreplay_global":              ratio("kreplay_fold", "kreplay_global"),
 		"kreplay_fold / ceiling_set":                 ratio("kreplay_fold", "ceiling_set"),
+		"kreplay_code / kreplay_global":              ratio("kreplay_code", "kreplay_global"),
 	}
 	if g := r.growthEvents(); g > 0 {
 		for _, k := range [][2]string{{"kreplay_global", "ceiling_batch"}, {"kreplay_fold", "ceiling_batch"}, {"kreplay_fold", "ceiling_set"}} {
@@ -220,7 +221,7 @@ func runBench(ctx context.Context, o options) (*results, error) {
 	}
 
 	kafkaNeeded := false
-	for _, n := range []string{"ceiling_consume", "kreplay_global", "kreplay_partition", "kreplay_fold", "promotion"} {
+	for _, n := range []string{"ceiling_consume", "kreplay_global", "kreplay_code", "kreplay_partition", "kreplay_fold", "promotion"} {
 		kafkaNeeded = kafkaNeeded || !o.skip[n]
 	}
 	if !kafkaNeeded || ctx.Err() != nil {
@@ -237,7 +238,7 @@ func runBench(ctx context.Context, o options) (*results, error) {
 	}
 	defer c.close()
 	bank := newBank(bankTopic, o.seed)
-	kafkaScenarios := !o.skip["ceiling_consume"] || !o.skip["kreplay_global"] || !o.skip["kreplay_partition"] || !o.skip["kreplay_fold"]
+	kafkaScenarios := !o.skip["ceiling_consume"] || !o.skip["kreplay_global"] || !o.skip["kreplay_code"] || !o.skip["kreplay_partition"] || !o.skip["kreplay_fold"]
 	if kafkaScenarios {
 		progress("producing %d events to %s (kfake at %s)", o.events, bankTopic, strings.Join(c.addrs, ","))
 		t := time.Now()
@@ -257,6 +258,10 @@ func runBench(ctx context.Context, o options) (*results, error) {
 		r.add(measured(ctx, o, func() *scenario {
 			return runReplay(ctx, o, c, want, replayRun{name: "balances_g", ordering: topology.OrderingGlobal, profile: o.cpuprofile})
 		}))
+	}
+	if !skip("kreplay_code") {
+		progress("kreplay_code: replaying %d events with a Go projector in a child process", o.events)
+		r.add(measured(ctx, o, func() *scenario { return runCodeReplay(ctx, o, c, want) }))
 	}
 	if !skip("kreplay_partition") {
 		progress("kreplay_partition: replaying %d events in a child process", o.events)
@@ -422,13 +427,13 @@ func printTable(w io.Writer, r *results) {
 	fmt.Fprintln(w, "\nratios (same run):")
 	keys := []string{"kreplay_global / ceiling_batch", "kreplay_global / naive", "kreplay_partition / kreplay_global",
 		"kreplay_global / ceiling_consume", "kreplay_partition / ceiling_batch_parallel", "kreplay_fold / ceiling_batch", "kreplay_fold / kreplay_global",
-		"kreplay_fold / ceiling_set"}
+		"kreplay_fold / ceiling_set", "kreplay_code / kreplay_global"}
 	for k := range r.Ratios {
 		if !slices.Contains(keys, k) {
 			keys = append(keys, k) // the growth size's (sorted below)
 		}
 	}
-	slices.Sort(keys[8:])
+	slices.Sort(keys[9:])
 	for _, k := range keys {
 		v := r.Ratios[k]
 		if v == nil {

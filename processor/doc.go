@@ -25,6 +25,9 @@
 //     commands map to (commands.go).
 //   - metrics.go: kreplay's Prometheus metrics; kafka.go: topics and offsets; lagtime.go: the
 //     age of the oldest unapplied record (lag seconds).
+//   - code.go: the projectors of Options (package projector) added to the config, the code a
+//     version runs, and what a version whose code this binary lacks does.
+//   - reactions.go: the reactors of a projection, run for what its live version commits.
 //
 // # Lifecycle
 //

@@ -258,8 +258,8 @@ const timeoutsBeforeFailing = 5
 // deniedBeforeFailing is how long a batch may fail for want of a privilege (SQLSTATE 42501)
 // before the version fails. A version's role owns its schema, so such a failure is most often a
 // statement that reaches outside it (which no retry fixes); a privilege revoked by mistake on a
-// reads: table is fixed within that time, or by resume.
-const deniedBeforeFailing = 30 * time.Second
+// reads: table is fixed within that time, or by resume. (A variable for the tests.)
+var deniedBeforeFailing = 30 * time.Second
 
 // execute runs one transaction of entries (send), and records what it applied. A failure that is
 // not the events' own (see store.IsPoison) is retried with backoff, without advancing: a
@@ -305,6 +305,14 @@ func (l *lane) execute(ctx context.Context, b batch, send func() (store.ApplyRes
 			return errSessionOver
 		}
 		failures++
+		if errors.Is(err, store.ErrTransactionEnded) {
+			it := b.items[0].Event
+			verr := store.VersionError{Reason: err.Error() + ": what it committed cannot be told apart from the rest of its batch; replay the projection with a handler that leaves the transaction to kreplay", Topic: it.Topic, Partition: it.Partition, Offset: it.Offset}
+			if ferr := s.r.p.catalog("mark the version failed").Do(ctx, func(ctx context.Context) error { return s.r.fail(ctx, verr) }); ferr != nil {
+				return ferr
+			}
+			return errVersionFailed
+		}
 		if store.IsStatementTimeout(err) {
 			timeouts++
 		} else {
@@ -364,6 +372,9 @@ func (l *lane) committed(b batch, res store.ApplyResult) {
 	}
 	s.r.observeState(res.State)
 	s.kickCommit()
+	if res.State == store.StateLive {
+		s.r.p.kickReactions(s.r.version().Projection)
+	}
 }
 
 // poison applies the version's on_error policy to a record that cannot be applied.

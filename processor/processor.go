@@ -26,6 +26,7 @@ import (
 	"github.com/kreplay/kreplay/processor/httpapi"
 	"github.com/kreplay/kreplay/processor/leader"
 	"github.com/kreplay/kreplay/processor/lifecycle"
+	"github.com/kreplay/kreplay/processor/projector"
 	"github.com/kreplay/kreplay/store"
 	"github.com/kreplay/kreplay/topology"
 )
@@ -43,6 +44,18 @@ type Options struct {
 	// (serve --take-over), instead of refusing to start: for an installation whose predecessor
 	// on these topics is gone for good.
 	TakeOver bool
+	// Projectors are projections whose handlers are Go code (package projector), one per
+	// projection name: New adds them to the config, and bootstrap and create snapshot their
+	// definitions. Defaults to none.
+	Projectors []*projector.Projector
+	// PreviousProjectors are older versions of Projectors (same Name, another Version) that
+	// this binary keeps only to run the versions created with them, such as the live version
+	// while its successor replays. A version whose code is in neither list does not run on
+	// this instance, and says why. Defaults to none.
+	PreviousProjectors []*projector.Projector
+	// Reactors run for the events each projection's live version commits, never for a replay
+	// (see package projector). Defaults to none.
+	Reactors []*projector.Reactor
 }
 
 // Processor is `kreplay serve`: it keeps every running version of every projection applied
@@ -60,6 +73,11 @@ type Processor struct {
 	instance        string
 	abrupt          atomic.Bool // Kill: stop without finishing batches or committing offsets
 	started         chan struct{}
+	code            codeRegistry                    // the projectors of this binary (code.go)
+	reactors        map[string][]*projector.Reactor // by projection
+	feeds           map[string]*reactionFeed        // by projection, once Run started them
+	reactionMetrics *reactionMetrics
+	optionsErr      error // what New found wrong in Options: Run returns it
 
 	// Set up by Run before started is closed.
 	store    *store.Store
@@ -79,7 +97,9 @@ type Processor struct {
 }
 
 // New returns a processor for the config (already loaded and validated). It connects nothing
-// until Run.
+// until Run. With Projectors, it runs on a copy of the config to which they are added, which it
+// validates (a config file without projections can be read with topology.ReadFile); Run returns
+// what is wrong with them.
 func New(cfg *topology.Config, opts Options) *Processor {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -91,8 +111,17 @@ func New(cfg *topology.Config, opts Options) *Processor {
 		opts.ShutdownTimeout = 15 * time.Second
 	}
 	m := newMetrics(opts.Registry)
+	full, code, optsErr := withProjectors(cfg, opts)
+	if optsErr != nil {
+		full = cfg
+	}
+	reactors := map[string][]*projector.Reactor{}
+	for _, r := range opts.Reactors {
+		reactors[r.Projection] = append(reactors[r.Projection], r)
+	}
 	return &Processor{
-		cfg: cfg, log: opts.Logger, reg: opts.Registry, metrics: m,
+		cfg: full, log: opts.Logger, reg: opts.Registry, metrics: m,
+		code: code, reactors: reactors, optionsErr: optsErr, feeds: map[string]*reactionFeed{},
 		health:          &health{m: m},
 		shutdownTimeout: opts.ShutdownTimeout,
 		takeOver:        opts.TakeOver,
@@ -201,6 +230,9 @@ func (p *Processor) Run(ctx context.Context) error {
 	g.Go(func() error { return p.reconcileLoop(gctx) })
 	g.Go(func() error { return p.probeLoop(gctx) })
 	g.Go(func() error { return p.leader.Run(gctx) })
+	for _, f := range p.feeds {
+		g.Go(func() error { f.run(gctx); return nil })
+	}
 	close(p.started)
 	p.log.Info("kreplay serving", "brokers", p.cfg.Kafka.Brokers, "http", p.HTTPAddr())
 	err := g.Wait()
@@ -215,6 +247,9 @@ func (p *Processor) Run(ctx context.Context) error {
 // check checks what the config says that needs no network: the Kafka client settings (TLS
 // files, SASL mechanism) and the embedded broker's address.
 func (p *Processor) check() error {
+	if p.optionsErr != nil {
+		return p.optionsErr
+	}
 	k := p.cfg.Kafka
 	if p.embeddedBroker() {
 		if _, _, err := embedded.HostPort(k.EmbeddedListen); err != nil {
@@ -303,6 +338,21 @@ func (p *Processor) setup(ctx context.Context) error {
 		if err := p.waitFor(ctx, "projection "+pc.Name+" to start", func(ctx context.Context) error { return p.mgr.Bootstrap(ctx, pc.Name) }, transientAtStart); err != nil {
 			return err
 		}
+	}
+	// Reactors start where the live version is now (at its start watermarks while it replays its
+	// history), before this instance consumes anything: every event it commits from now on is
+	// reacted to.
+	for name, rs := range p.reactors {
+		if err := p.waitFor(ctx, "the reactions of "+name+" to start", func(ctx context.Context) error {
+			started, err := p.store.StartReactions(ctx, name)
+			if started {
+				p.log.Info("reactions started: the reactors react to every event the live version commits from now on", "projection", name)
+			}
+			return err
+		}, store.IsTransient); err != nil {
+			return err
+		}
+		p.feeds[name] = p.newReactionFeed(name, rs)
 	}
 	return nil
 }

@@ -135,6 +135,9 @@ func (r *runner) stop() { r.g.Stop() }
 // run runs memberships of the group (consume) one after the other until the runner stops,
 // backing off after a membership that ended with an error.
 func (r *runner) run() {
+	if !r.waitForCode() {
+		return
+	}
 	backoff := retry.NewBackoff(time.Second, 30*time.Second)
 	for r.ctx.Err() == nil {
 		began := time.Now()

@@ -136,7 +136,11 @@ func newSession(r *runner, gen int32, member string, starts map[store.TopicParti
 		if len(s.lanes) > 1 {
 			worker = fmt.Sprint(l.idx)
 		}
-		a, err := r.p.store.NewApplier(store.ApplierConfig{Key: v.Key, Definition: v.Definition, EventTypes: v.Options.EventTypes, Worker: worker})
+		code, err := r.p.code.handlers(v.Definition, r.p.instance)
+		if err != nil {
+			return nil, err
+		}
+		a, err := r.p.store.NewApplier(store.ApplierConfig{Key: v.Key, Definition: v.Definition, EventTypes: v.Options.EventTypes, Worker: worker, Code: code})
 		if err != nil {
 			return nil, err
 		}

@@ -42,6 +42,9 @@ type ApplierConfig struct {
 	EventTypes []string
 	// Worker names the applier in pg_stat_activity (application_name kreplay:<key>:<worker>).
 	Worker string
+	// Code are the Go handlers of a version whose definition has Code (see code.go): required
+	// then, and ignored otherwise.
+	Code CodeHandlers
 }
 
 // ApplyResult is what a committed batch did.
@@ -60,6 +63,7 @@ type Applier struct {
 	worker   string
 	handlers map[string]*topology.Handler
 	only     map[string]bool
+	code     CodeHandlers // a code projection's Go handlers, nil for SQL handlers
 	conn     *pgx.Conn
 
 	folds []*foldPlan
@@ -79,6 +83,11 @@ type Prepared struct {
 	folds   []*foldBatch
 	handled int
 	sent    bool // executed at least once since Prepare
+
+	gen     int32          // the generation Prepare was given
+	sq      StatementQueue // the pipelined Go handlers' queue, reused event after event
+	txs     []txItem       // events with a transactional Go handler, in order
+	prepErr error          // what a pipelined Go handler returned (Execute returns it, or prepares again)
 }
 
 // queued is a statement of a batch: an event's handler (item >= 0) or a fold (fold >= 0).
@@ -97,7 +106,13 @@ func (s *Store) NewApplier(cfg ApplierConfig) (*Applier, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.Definition.Code != nil && cfg.Code == nil {
+		return nil, fmt.Errorf("version %s: its handlers are Go code (projector %s version %s), and none was given", cfg.Key, cfg.Definition.Projection, cfg.Definition.Code.Version)
+	}
 	a := &Applier{store: s, key: cfg.Key, worker: cfg.Worker, handlers: make(map[string]*topology.Handler, len(hs)), folds: folds}
+	if cfg.Definition.Code != nil {
+		a.code = cfg.Code
+	}
 	a.own = a.NewPrepared()
 	for t, h := range hs {
 		a.handlers[t] = &h
@@ -169,9 +184,13 @@ func (a *Applier) NewPrepared() *Prepared {
 
 // Prepare builds items into p for the given consumer-group generation. p keeps items (no copy):
 // the caller must not change them until p has executed. It only uses the applier's compiled
-// handlers, so it may run while another Prepared executes.
+// handlers (and a code projection's pipelined Go handlers), so it may run while another Prepared
+// executes. What a Go handler returns is kept for Execute.
 func (a *Applier) Prepare(p *Prepared, generation int32, items []Item) {
 	p.items = items
+	p.gen = generation
+	p.txs = p.txs[:0]
+	p.prepErr = nil
 	p.sent = false
 	p.batch.QueuedQueries = p.batch.QueuedQueries[:0]
 	p.queued = p.queued[:0]
@@ -199,8 +218,17 @@ func (a *Applier) Prepare(p *Prepared, generation int32, items []Item) {
 			continue
 		}
 		ev := &it.Event
+		if a.only != nil && !a.only[ev.Type] {
+			continue
+		}
+		if a.code != nil {
+			if !a.prepareCode(p, i) {
+				break
+			}
+			continue
+		}
 		h := a.handlers[ev.Type]
-		if h == nil || (a.only != nil && !a.only[ev.Type]) {
+		if h == nil {
 			continue
 		}
 		start := len(p.args)
@@ -217,11 +245,47 @@ func (a *Applier) Prepare(p *Prepared, generation int32, items []Item) {
 	})
 }
 
+// prepareCode applies a code projection's Go handler for items[i] to p: a pipelined handler
+// queues its statements, a transactional one is noted for Execute. It returns false when the
+// handler failed (p.prepErr says how): the rest of the batch is not prepared.
+func (a *Applier) prepareCode(p *Prepared, i int) bool {
+	ev := &p.items[i].Event
+	switch a.code.Style(ev.Type) {
+	case CodePipelined:
+		q := &p.sq
+		*q = StatementQueue{p: p, item: i}
+		err := a.code.Queue(q, ev)
+		if err == nil {
+			err = q.err
+		}
+		if err != nil {
+			p.prepErr = a.codeError(context.Background(), err, p.items, i)
+			return false
+		}
+		p.handled++
+	case CodeTransactional:
+		p.txs = append(p.txs, txItem{item: i, at: len(p.queued)})
+		p.handled++
+	}
+	return true
+}
+
 // Execute sends a prepared batch as one transaction; see Apply for its errors. A Prepared may be
-// executed again after a transient error.
+// executed again after a transient error. A batch with transactional Go handlers runs as an
+// explicit transaction (see executeTx).
 func (a *Applier) Execute(ctx context.Context, p *Prepared) (ApplyResult, error) {
 	if len(p.items) == 0 {
 		return ApplyResult{}, nil
+	}
+	if p.prepErr != nil {
+		var herr *HandlerError
+		if !errors.As(p.prepErr, &herr) {
+			// The environment's (ErrRetry, a connection): run the handlers again.
+			a.Prepare(p, p.gen, p.items)
+		}
+		if p.prepErr != nil {
+			return ApplyResult{}, p.prepErr
+		}
 	}
 	if err := a.connect(ctx); err != nil {
 		return ApplyResult{}, err
@@ -235,6 +299,9 @@ func (a *Applier) Execute(ctx context.Context, p *Prepared) (ApplyResult, error)
 		}
 	}
 	p.sent = true
+	if len(p.txs) > 0 {
+		return a.executeTx(ctx, p)
+	}
 	br := a.conn.SendBatch(ctx, &p.batch)
 	var state State
 	if err := br.QueryRow().Scan(&state); err != nil {
@@ -248,6 +315,72 @@ func (a *Applier) Execute(ctx context.Context, p *Prepared) (ApplyResult, error)
 		}
 	}
 	if err := br.Close(); err != nil {
+		return ApplyResult{}, a.classify(ctx, err, p, queued{item: -1, fold: -1})
+	}
+	return ApplyResult{State: state, Handled: p.handled}, nil
+}
+
+// executeTx runs a batch that has transactional Go handlers as one explicit transaction: the
+// pipelined statements queued before each such event (the checkpoint first) are sent as one
+// pipeline, then the handler runs in the transaction, and so on; the transaction commits after
+// the last statement. Each transactional event costs round trips that a pipeline does not.
+func (a *Applier) executeTx(ctx context.Context, p *Prepared) (ApplyResult, error) {
+	tx, err := a.conn.Begin(ctx)
+	if err != nil {
+		return ApplyResult{}, a.classify(ctx, err, p, queued{item: -1, fold: -1})
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // a no-op once committed
+	qs := p.batch.QueuedQueries
+	var state State
+	next := 0 // the first statement of qs not sent yet
+	send := func(end int) error {
+		if end <= next {
+			return nil
+		}
+		sub := pgx.Batch{QueuedQueries: qs[next:end]}
+		br := tx.SendBatch(ctx, &sub)
+		for i := next; i < end; i++ {
+			var err error
+			if i == 0 {
+				err = br.QueryRow().Scan(&state)
+			} else {
+				_, err = br.Exec()
+			}
+			if err != nil {
+				_ = br.Close()
+				q := queued{item: -1, fold: -1}
+				if i > 0 {
+					q = p.queued[i-1] // [0] is the checkpoint
+				}
+				return a.classify(ctx, err, p, q)
+			}
+		}
+		if err := br.Close(); err != nil {
+			return a.classify(ctx, err, p, queued{item: -1, fold: -1})
+		}
+		next = end
+		return nil
+	}
+	for _, t := range p.txs {
+		if err := send(t.at + 1); err != nil {
+			return ApplyResult{}, err
+		}
+		ev := &p.items[t.item].Event
+		if err := a.code.Run(ctx, guardedTx{tx}, ev); err != nil {
+			return ApplyResult{}, a.codeError(ctx, err, p.items, t.item)
+		}
+		switch a.conn.PgConn().TxStatus() {
+		case 'T': // in the transaction, as it should be
+		case 'E':
+			return ApplyResult{}, fmt.Errorf("apply %s: handler %q returned no error, but a statement of it failed (the transaction is aborted): return that error, so that kreplay can tell the event's fault from the environment's", a.key, ev.Type)
+		default:
+			return ApplyResult{}, fmt.Errorf("apply %s: handler %q: %w", a.key, ev.Type, ErrTransactionEnded)
+		}
+	}
+	if err := send(len(qs)); err != nil {
+		return ApplyResult{}, err
+	}
+	if err := tx.Commit(ctx); err != nil {
 		return ApplyResult{}, a.classify(ctx, err, p, queued{item: -1, fold: -1})
 	}
 	return ApplyResult{State: state, Handled: p.handled}, nil
@@ -329,7 +462,27 @@ func (a *Applier) pinpoint(ctx context.Context, p *Prepared, fold int) error {
 		}
 		return &HandlerError{Index: i, Err: fmt.Errorf("%s %q: %s", what, items[i].Event.Type, pgMessage(err))}
 	}
+	ti := 0
+	runCode := func(upTo int) error { // the transactional handlers of the events before queued[upTo]
+		for ; ti < len(p.txs) && p.txs[ti].at <= upTo; ti++ {
+			t := p.txs[ti]
+			if fold >= 0 {
+				continue
+			}
+			if err := a.code.Run(ctx, guardedTx{tx}, &items[t.item].Event); err != nil {
+				var herr *HandlerError
+				if errors.As(a.codeError(ctx, err, items, t.item), &herr) {
+					return herr
+				}
+				return errStop
+			}
+		}
+		return nil
+	}
 	for qi, q := range p.queued {
+		if err := runCode(qi); err != nil {
+			return pinpointResult(err)
+		}
 		bq := p.batch.QueuedQueries[qi+1] // [0] is the checkpoint
 		switch {
 		case q.item >= 0 && fold < 0:
@@ -345,7 +498,19 @@ func (a *Applier) pinpoint(ctx context.Context, p *Prepared, fold int) error {
 			}
 		}
 	}
-	return nil
+	return pinpointResult(runCode(len(p.queued)))
+}
+
+// errStop ends a probe at a failure that is not the event's fault.
+var errStop = errors.New("stop")
+
+// pinpointResult is pinpoint's answer for what a probe of Go handlers returned: a *HandlerError,
+// or nil (no event at fault).
+func pinpointResult(err error) error {
+	if errors.Is(err, errStop) {
+		return nil
+	}
+	return err
 }
 
 // advanceArgs accumulates the per-partition arguments of kreplay.advance for one batch.

@@ -135,10 +135,11 @@ func TestHostileHandlersCannotWriteOutsideTheirVersion(t *testing.T) {
 			item("Named", "x", `{"name": "Mallory"}`, 1, 0),
 		})
 		a.Close(ctx)
-		// Not the event's fault (no on_error skips it): a privilege error, which the engine
-		// retries and then fails the version with (processor/lane.go).
+		// A privilege refused is the environment's by the SQLSTATE rule (only classes 22, 23 and
+		// P0001 are an event's fault): the batch is retried without advancing, never skipped, and
+		// the version fails after deniedBeforeFailing (processor/lane.go).
 		var herr *store.HandlerError
-		require.False(t, errors.As(err, &herr), "%s: %v", h.name, err)
+		require.False(t, errors.As(err, &herr), "%s: not the event's fault: %v", h.name, err)
 		require.True(t, store.IsPermissionDenied(err), "%s: %v", h.name, err)
 		require.ErrorContains(t, err, `handler "Named"`, h.name)
 		require.ErrorContains(t, err, "[SQLSTATE 42501]", h.name)

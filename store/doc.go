@@ -33,6 +33,21 @@
 // event's effect. advance also fences: it refuses the whole batch when the consumer-group
 // generation that claimed the partitions (see [Store.Claim]) is no longer the owner.
 //
+// # Go handlers
+//
+// A version whose definition has Code (a projector, package processor/projector) is applied by
+// the same Applier with the version's [CodeHandlers] (code.go): a pipelined handler queues its
+// statements on a [StatementQueue] where SQL handlers' statements go; a batch with a
+// transactional handler runs as one explicit transaction (executeTx). What a Go handler returns
+// is classified as for SQL handlers (the SQLSTATE rule), with [ErrRetry] for the environment.
+//
+// # Reactions
+//
+// The reactors of a projection react to what its live version has committed: their bound is the
+// live version's checkpoints, their position is kreplay.reactions (reactions.go, migration 005),
+// moved by compare and set ([Store.MoveReactions]) by the one instance that holds the projection's
+// lock ([Store.TryReact]).
+//
 // # Identifiers
 //
 // Names that come from the config file or from commands (keys, schemas, tables) are validated by

@@ -24,14 +24,21 @@ type Leadership struct {
 // leadership is lost when that connection fails (checked every second); PostgreSQL releases the
 // lock when the session ends, so another instance takes over. Release ends it.
 func (s *Store) TryLead(ctx context.Context) (*Leadership, error) {
+	return s.tryLock(ctx, "leader", "SELECT pg_try_advisory_lock($1)", int64(leaderLockKey))
+}
+
+// tryLock takes a session advisory lock (lockSQL returns whether it got it) on a connection of
+// its own, named app, and watches that connection; nil (and no error) when another session holds
+// the lock.
+func (s *Store) tryLock(ctx context.Context, app, lockSQL string, args ...any) (*Leadership, error) {
 	cfg := s.connConfig()
-	cfg.RuntimeParams["application_name"] = s.cfg.ApplicationName + ":leader"
+	cfg.RuntimeParams["application_name"] = s.cfg.ApplicationName + ":" + app
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
 	var got bool
-	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", int64(leaderLockKey)).Scan(&got); err != nil || !got {
+	if err := conn.QueryRow(ctx, lockSQL, args...).Scan(&got); err != nil || !got {
 		_ = conn.Close(context.WithoutCancel(ctx))
 		return nil, err
 	}

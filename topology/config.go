@@ -155,6 +155,22 @@ const catalogSchema = "kreplay"
 // os.Getenv when nil), the defaults and validates the result. Every error
 // names the path.
 func Load(path string, getenv func(string) string) (*Config, error) {
+	c, err := ReadFile(path, getenv)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Validate(); err != nil {
+		return nil, PrefixErrors(path, err)
+	}
+	return c, nil
+}
+
+// ReadFile is Load without Validate: it reads and parses the file, applies the environment and
+// fills the defaults. It is for a program that adds projections of its own in Go
+// (processor.Options.Projectors) to a file that declares only kafka:, postgres: and sources:,
+// which Load refuses ("projections: none"); processor.New validates the config once they are
+// added.
+func ReadFile(path string, getenv func(string) string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("config file %q not found; pass --config or set KREPLAY_CONFIG", path)
@@ -168,9 +184,6 @@ func Load(path string, getenv func(string) string) (*Config, error) {
 	}
 	c.ApplyEnv(getenv)
 	c.SetDefaults()
-	if err := c.Validate(); err != nil {
-		return nil, PrefixErrors(path, err)
-	}
 	return c, nil
 }
 
@@ -504,7 +517,7 @@ func (c *Config) validateProjections(v *validator) {
 				v.add("%s: source %q is not declared; add it under sources: (declared: %s)", name, topic, listOrNone(declared))
 			}
 		}
-		for _, err := range validateSemantics(p.Ordering, p.OnError, p.Tables, p.Handlers, p.Checks, p.Folds, p.Reads) {
+		for _, err := range validateSemantics(p.Ordering, p.OnError, p.Tables, p.Handlers, p.Checks, p.Folds, p.Reads, p.Code) {
 			v.add("%s: %v", name, err)
 		}
 		if p.IdleTimeout <= 0 {

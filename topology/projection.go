@@ -245,6 +245,10 @@ type Projection struct {
 	// AllowTruncatedHistory lets the automatic first version start at the
 	// log start when retention has removed records. Defaults to false.
 	AllowTruncatedHistory bool `yaml:"allow_truncated_history"`
+	// Code, when set, makes the projection's handlers Go code (package processor/projector):
+	// then it has no SQL handlers or folds. Never read from YAML: processor.Options.Projectors
+	// sets it. Defaults to nil (SQL handlers).
+	Code *Code `yaml:"-"`
 }
 
 // DefaultPartitionBatchSize is the default batch_size of ordering: partition. Its lanes commit
@@ -432,6 +436,7 @@ type Definition struct {
 	Checks     []string          `json:"checks"`
 	Folds      []Fold            `json:"folds,omitempty"` // absent when none, so that older hashes hold
 	Reads      []string          `json:"reads,omitempty"` // likewise
+	Code       *Code             `json:"code,omitempty"`  // Go handlers (see Code); likewise
 }
 
 // Definition returns the snapshot of the named projection, with the
@@ -481,6 +486,7 @@ func (c *Config) Definition(projection string) (Definition, error) {
 	for _, f := range p.Folds {
 		d.Folds = append(d.Folds, trimFold(f))
 	}
+	d.Code = p.Code.clone()
 	return d, nil
 }
 
@@ -496,8 +502,8 @@ func trimAll(in []string) []string {
 // canonical JSON (encoding/json of the struct, handler map keys sorted, absent
 // lists and maps written as empty ones). It is stable across runs and
 // releases, and it changes when the projection's name, ordering, on_error,
-// tables, handlers or checks change, or when a source is added, removed,
-// reordered or changes its format or field names.
+// tables, handlers, checks or code version change, or when a source is added,
+// removed, reordered or changes its format or field names.
 func (d Definition) Hash() string {
 	c := d
 	if c.Sources == nil {
@@ -583,15 +589,15 @@ func (d Definition) Validate() error {
 			add("sources[%d]: %w", i, err)
 		}
 	}
-	for _, err := range validateSemantics(d.Ordering, d.OnError, d.Tables, d.Handlers, d.Checks, d.Folds, d.Reads) {
+	for _, err := range validateSemantics(d.Ordering, d.OnError, d.Tables, d.Handlers, d.Checks, d.Folds, d.Reads, d.Code) {
 		add("%w", err)
 	}
 	return errors.Join(errs...)
 }
 
 // validateSemantics holds the projection checks shared by Config.Validate
-// and Definition.Validate: the enums, tables, handlers and checks.
-func validateSemantics(ordering Ordering, onError OnError, tables []string, handlers map[string]string, checks []string, folds []Fold, reads []string) []error {
+// and Definition.Validate: the enums, tables, handlers (SQL or Go) and checks.
+func validateSemantics(ordering Ordering, onError OnError, tables []string, handlers map[string]string, checks []string, folds []Fold, reads []string, code *Code) []error {
 	var errs []error
 	errs = append(errs, validateReads(reads)...)
 	if !ordering.valid() {
@@ -610,7 +616,13 @@ func validateSemantics(ordering Ordering, onError OnError, tables []string, hand
 			errs = append(errs, fmt.Errorf("tables[%d]: %w", i, err))
 		}
 	}
-	if len(handlers) == 0 && len(folds) == 0 {
+	switch {
+	case code != nil:
+		if len(handlers) > 0 || len(folds) > 0 {
+			errs = append(errs, errors.New("a projection with Go handlers (a projector) has no SQL handlers or folds; queue those statements from its Go handlers"))
+		}
+		errs = append(errs, code.validate()...)
+	case len(handlers) == 0 && len(folds) == 0:
 		errs = append(errs, errors.New("handlers: none; map at least one event type to a SQL statement under handlers: (or declare folds:)"))
 	}
 	tablesSeen := map[string]bool{}

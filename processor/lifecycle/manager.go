@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -141,8 +140,8 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (*store.Version
 		}
 	}
 	for _, t := range req.EventTypes {
-		if _, ok := def.Handlers[t]; !ok {
-			return nil, control.Invalid("create %s: event type %q has no handler in projection %q (handled: %s)", req.Key, t, req.Projection, strings.Join(slices.Sorted(maps.Keys(def.Handlers)), ", "))
+		if !def.HandlesType(t) {
+			return nil, control.Invalid("create %s: event type %q has no handler in projection %q (handled: %s)", req.Key, t, req.Projection, strings.Join(def.HandledTypes(), ", "))
 		}
 	}
 	if req.Since != nil && req.Since.After(time.Now().Add(time.Minute)) {
