@@ -182,9 +182,9 @@ func TestPromotionAndRollbackAreInvisibleToReaders(t *testing.T) {
 	prodDone := make(chan struct{})
 	go func() {
 		defer close(prodDone)
-		for producing.Load() {
+		for producing.Load() { // 1,000 events/s: both versions keep up on a loaded 2-core machine
 			l.produce(20)
-			time.Sleep(5 * time.Millisecond)
+			time.Sleep(20 * time.Millisecond)
 		}
 	}()
 
