@@ -23,9 +23,9 @@ import (
 )
 
 // Status, promote and kadm (a consumer group's lag against the last stable offsets) measure one
-// lag, with transactions on the source topic: after a committed transaction (whose markers take
-// an offset each, which the version applies as markers) they agree on the events behind and all
-// reach 0; with a transaction left open, the records in it are out of a read_committed
+// lag, with transactions on the source topic: after a committed and an aborted transaction
+// (whose markers take an offset each, which the version applies as markers) they agree on the
+// offsets behind and all reach 0; with a transaction left open, the records in it are out of a read_committed
 // consumer's reach, a version that applied everything before it is caught up (lag 0 for all
 // three, though the high watermarks are past it), and it is auto-promoted.
 func TestLagIsMeasuredAgainstTheLastStableOffset(t *testing.T) {
@@ -110,11 +110,17 @@ func TestLagIsMeasuredAgainstTheLastStableOffset(t *testing.T) {
 	require.NoError(t, tx.BeginTransaction())
 	require.NoError(t, tx.ProduceSync(ctx, bank.Events(60)...).FirstErr())
 	require.NoError(t, tx.EndTransaction(ctx, kgo.TryCommit))
+	// and an aborted one, whose records a read_committed consumer never sees (nor the balances).
+	kept := bank.Balances()
+	require.NoError(t, tx.BeginTransaction())
+	require.NoError(t, tx.ProduceSync(ctx, bank.Events(20)...).FirstErr())
+	require.NoError(t, tx.EndTransaction(ctx, kgo.TryAbort))
+	aborted := bank.Balances()
 	var behind int64
 	for part, lso := range k.StableOffsets(topic) {
 		behind += lso - before[part]
 	}
-	require.EqualValues(t, 62, behind, "60 records and a commit marker in each partition")
+	require.EqualValues(t, 84, behind, "80 records, a commit and an abort marker in each partition")
 	testkit.EventuallyWhy(t, 10*time.Second, func() (bool, string) {
 		s, pr, g, _ := lags("balances_v1")
 		return s == behind && pr == behind && g == behind, fmt.Sprintf("lag status %d, promote %d, group %d; want %d", s, pr, g, behind)
@@ -124,6 +130,13 @@ func TestLagIsMeasuredAgainstTheLastStableOffset(t *testing.T) {
 	testkit.EventuallyWhy(t, 30*time.Second, caughtUp("balances_v1"))
 	require.Equal(t, k.EndOffsets(topic), k.StableOffsets(topic), "no transaction is open yet")
 	want := bank.Balances()
+	for acct, total := range aborted {
+		if _, ok := kept[acct]; !ok {
+			delete(want, acct) // an account only the aborted transaction had
+			continue
+		}
+		want[acct] -= total - kept[acct]
+	}
 
 	// A transaction left open: its records and the high watermarks are past the last stable
 	// offsets, which the versions reach.
