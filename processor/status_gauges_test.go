@@ -53,7 +53,12 @@ func TestStatusGaugesAreExportedOncePerInstallation(t *testing.T) {
 		n, sum := series("kreplay_replay_state", live)
 		lagN, lag := series("kreplay_lag_events", v1)
 		progN, prog := series("kreplay_replay_progress", v1)
-		return n == 1 && sum == 1 && lagN == 1 && lag == 0 && progN == 1 && prog == 1, "the status gauges are not exported once: " + dump(series)
+		ok := n == 1 && sum == 1 && lagN == 1 && lag == 0 && progN == 1 && prog == 1
+		for _, g := range []string{"kreplay_lag_seconds", "kreplay_replay_eta_seconds", "kreplay_definition_drift"} {
+			gn, gsum := series(g, v1)
+			ok = ok && gn == 1 && gsum == 0
+		}
+		return ok, "the status gauges are not exported once: " + dump(series)
 	}
 	// Several status rounds of both instances: the follower computes statuses too (for
 	// /api/replays), but exports no gauge.
@@ -127,7 +132,8 @@ func hasLabels(have, want map[string]string) bool {
 // dump describes what the instances export, for failure messages.
 func dump(series func(string, map[string]string) (int, float64)) string {
 	var b strings.Builder
-	for _, name := range []string{"kreplay_replay_state", "kreplay_lag_events", "kreplay_replay_progress"} {
+	for _, name := range []string{"kreplay_replay_state", "kreplay_lag_events", "kreplay_lag_seconds", "kreplay_replay_progress",
+		"kreplay_replay_eta_seconds", "kreplay_definition_drift"} {
 		n, sum := series(name, map[string]string{"version": "balances_v1"})
 		b.WriteString(name + ": " + strconv.Itoa(n) + " series, sum " + strconv.FormatFloat(sum, 'g', -1, 64) + "; ")
 	}
