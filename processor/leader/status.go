@@ -10,10 +10,9 @@ import (
 
 // statusLoop computes every version's status each status_interval: for /api/replays and, on the
 // leader, the gauges (lag, state, progress, ETA, drift: one series per version in the
-// installation), the status topic (statuses of
-// changed versions, tombstones of removed ones: one goroutine writes both, so a removed
-// version's last status never lands after its tombstone) and auto-promotion. refreshStatus asks
-// it for a round at once.
+// installation), the status topic (statuses of changed versions, tombstones of removed ones: one
+// goroutine writes both, so a removed version's last status never lands after its tombstone) and
+// auto-promotion. refreshStatus asks it for a round at once.
 func (l *Leader) statusLoop(ctx context.Context) error {
 	tick := time.NewTicker(l.cfg.StatusInterval)
 	defer tick.Stop()
