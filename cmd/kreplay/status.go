@@ -332,9 +332,11 @@ func formatOptions(st control.Status) string {
 }
 
 func writePartitions(w io.Writer, ps []control.PartitionStatus, target bool) error {
-	header := []string{"TOPIC", "PARTITION", "NEXT OFFSET", "HIGH WATERMARK", "LAG"}
+	// LAG is LAST STABLE minus NEXT OFFSET: kreplay reads committed, so a transaction open on
+	// the partition (HIGH WATERMARK past LAST STABLE) is not lag.
+	header := []string{"TOPIC", "PARTITION", "NEXT OFFSET", "LAST STABLE", "HIGH WATERMARK", "LAG"}
 	if target {
-		header = []string{"TOPIC", "PARTITION", "NEXT OFFSET", "TARGET", "HIGH WATERMARK", "LAG"}
+		header = []string{"TOPIC", "PARTITION", "NEXT OFFSET", "TARGET", "LAST STABLE", "HIGH WATERMARK", "LAG"}
 	}
 	t := newTable(w, header...)
 	for _, p := range ps {
@@ -342,7 +344,7 @@ func writePartitions(w io.Writer, ps []control.PartitionStatus, target bool) err
 		if target {
 			row = append(row, formatCount(p.TargetOffset))
 		}
-		t.row(append(row, formatCount(p.HighWatermark), formatCount(p.Lag))...)
+		t.row(append(row, formatCount(p.LastStableOffset), formatCount(p.HighWatermark), formatCount(p.Lag))...)
 	}
 	return t.flush()
 }

@@ -136,9 +136,10 @@ func (m *Manager) swap(ctx context.Context, key string, kind store.SwapKind, all
 	return rep, nil
 }
 
-// lagEvents is a version's lag: the sum over its partitions of high watermark minus next offset.
+// lagEvents is a version's lag as its status measures it (see PartitionLag): the sum over its
+// partitions of last stable offset minus next offset.
 func (m *Manager) lagEvents(ctx context.Context, v *store.Version) (int64, error) {
-	ends, _, err := Bounds(ctx, m.admin, v.Topics())
+	ends, err := EndOffsets(ctx, m.admin, v.Topics()...)
 	if err != nil {
 		return 0, fmt.Errorf("list offsets: %w", err)
 	}
@@ -146,13 +147,9 @@ func (m *Manager) lagEvents(ctx context.Context, v *store.Version) (int64, error
 	if err != nil {
 		return 0, err
 	}
-	next := map[store.TopicPartition]int64{}
-	for _, c := range cps {
-		next[store.TopicPartition{Topic: c.Topic, Partition: c.Partition}] = c.NextOffset
-	}
 	var lag int64
-	for tp, end := range ends {
-		lag += max(0, end-next[tp])
+	for _, ps := range partitionsLag(v, ends, cps) {
+		lag += ps.Lag
 	}
 	return lag, nil
 }
