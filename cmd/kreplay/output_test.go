@@ -161,7 +161,7 @@ func TestWriteStatusDetailAndLag(t *testing.T) {
 	var b bytes.Buffer
 	require.NoError(t, writeStatusDetail(&b, st, now))
 	out := b.String()
-	for _, want := range []string{"live version: stock_v1", "2,000 events (0 skipped)", "30 events, 2s", "event types A, B; auto-promote", "(3s ago)"} {
+	for _, want := range []string{"live version: stock_v1", "2,000 events (0 skipped, 0 late)", "30 events, 2s", "event types A, B; auto-promote", "(3s ago)"} {
 		require.Contains(t, out, want)
 	}
 	require.Contains(t, out, "TOPIC")

@@ -273,7 +273,7 @@ func writeStatusDetail(w io.Writer, st control.Status, now time.Time) error {
 		live += " (previous: " + st.PreviousVersion + ", for rollback)"
 	}
 	t.row("live:", live)
-	t.row("applied:", formatCount(st.AppliedEvents)+" events ("+formatCount(st.SkippedEvents)+" skipped)")
+	t.row("applied:", formatCount(st.AppliedEvents)+" events ("+formatCount(st.SkippedEvents)+" skipped, "+formatCount(st.LateEvents)+" late)")
 	if replayOngoing(st) {
 		t.row("progress:", formatPercent(st.Progress)+" of the start watermarks")
 	} else {

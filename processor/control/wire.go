@@ -23,6 +23,7 @@ type Status struct {
 	PreviousVersion string            `json:"previous_version"` // the one live before it ("" if none)
 	AppliedEvents   int64             `json:"applied_events"`
 	SkippedEvents   int64             `json:"skipped_events"`
+	LateEvents      int64             `json:"late_events"` // applied behind a greater event while tailing (see max_lateness)
 	Progress        float64           `json:"progress"`    // 0..1 of the high watermarks at start
 	ETASeconds      *float64          `json:"eta_seconds"` // null when unknown (no rate yet)
 	Rate            float64           `json:"rate"`        // events/s over the last minute

@@ -72,6 +72,7 @@ func (m *Manager) Status(ctx context.Context, all bool) ([]control.Status, error
 			Key: v.Key, Projection: v.Projection, State: string(v.State), Live: pr.Live == v.Key,
 			LiveVersion: pr.Live, PreviousVersion: pr.Previous,
 			DefinitionHash: v.DefinitionHash, Options: v.Options, CreatedAt: v.CreatedAt, UpdatedAt: now, RemovedAt: v.RemovedAt,
+			LateEvents: v.LateEvents,
 		}
 		if def, err := m.cfg.Definition(v.Projection); err == nil {
 			st.Drift = def.Hash() != v.DefinitionHash
