@@ -22,7 +22,6 @@ import (
 	"github.com/kreplay/kreplay/processor"
 	"github.com/kreplay/kreplay/processor/control"
 	"github.com/kreplay/kreplay/processor/embedded"
-	"github.com/kreplay/kreplay/processor/lifecycle"
 	"github.com/kreplay/kreplay/store"
 	"github.com/kreplay/kreplay/topology"
 )
@@ -410,12 +409,12 @@ func (d *demo) stopGenerator() {
 	}
 }
 
-// waitCaughtUp waits until a version has applied everything up to the current high watermarks
-// (and, for a replay, is tailing), calling show with its status on the way.
+// waitCaughtUp waits until a version has caught up as promote means it (Manager.Settled)
+// (a replay: once it is tailing), calling show with its status on the way.
 func (d *demo) waitCaughtUp(ctx context.Context, key string, show func(control.Status)) error {
 	deadline := time.Now().Add(5 * time.Minute)
 	for time.Now().Before(deadline) {
-		st, err := d.serve.p.Manager().VersionStatus(ctx, key)
+		st, settled, err := d.serve.p.Manager().Settled(ctx, key)
 		if err != nil {
 			return err
 		}
@@ -425,17 +424,7 @@ func (d *demo) waitCaughtUp(ctx context.Context, key string, show func(control.S
 		if st.Error != "" {
 			return fmt.Errorf("%s: %s", key, st.Error)
 		}
-		liveLag := int64(-1)
-		if st.LiveVersion != "" && st.LiveVersion != key {
-			lst, err := d.serve.p.Manager().VersionStatus(ctx, st.LiveVersion)
-			if err != nil {
-				return err
-			}
-			liveLag = lst.LagEvents
-		}
-		// Caught up as promote means it: no lag, or no more than the live version's (both hold
-		// the newest events for max_lateness while events keep arriving).
-		if st.Progress >= 1 && st.State != "replaying" && lifecycle.CaughtUp(st.LagEvents, liveLag, 0) {
+		if settled {
 			if show != nil && d.o.Tty {
 				fmt.Fprintln(d.o.Out)
 			}

@@ -431,18 +431,18 @@ func (s *story) keepProducing(ctx context.Context) (stop func() []string) {
 	}
 }
 
-// caughtUp waits until a version has applied every record produced so far (a replay: until it
-// is tailing too).
+// caughtUp waits until a version has caught up as promote means it (see Manager.Settled): a
+// replay until it is tailing too.
 func (s *story) caughtUp(ctx context.Context, key string) error {
 	return s.waitFor(ctx, key+" to catch up", func() (bool, error) {
-		st, err := s.serve.p.Manager().VersionStatus(ctx, key)
+		st, settled, err := s.serve.p.Manager().Settled(ctx, key)
 		if err != nil {
 			return false, err
 		}
 		if st.Error != "" {
 			return false, fmt.Errorf("%s: %s", key, st.Error)
 		}
-		return st.State != "replaying" && st.Progress >= 1 && st.LagEvents == 0, nil
+		return settled, nil
 	})
 }
 

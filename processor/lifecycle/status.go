@@ -165,6 +165,37 @@ func (m *Manager) VersionStatus(ctx context.Context, key string) (*control.Statu
 	return nil, control.Invalid("unknown replay %q", key)
 }
 
+// Settled returns a version's status and whether it has caught up as promote means it: it
+// reached its start watermarks (not replaying) and its lag is 0 or no more than the live
+// version's (see CaughtUp; both hold the newest events for max_lateness while events arrive).
+// Both lags come from one status round.
+func (m *Manager) Settled(ctx context.Context, key string) (*control.Status, bool, error) {
+	if _, err := m.version(ctx, key); err != nil {
+		return nil, false, err
+	}
+	all, err := m.Status(ctx, true)
+	if err != nil {
+		return nil, false, err
+	}
+	var st *control.Status
+	lags := map[string]int64{}
+	for i := range all {
+		lags[all[i].Key] = all[i].LagEvents
+		if all[i].Key == key {
+			st = &all[i]
+		}
+	}
+	if st == nil {
+		return nil, false, control.Invalid("unknown replay %q", key)
+	}
+	liveLag, ok := lags[st.LiveVersion]
+	if !ok || st.LiveVersion == key {
+		liveLag = -1
+	}
+	settled := st.State != string(store.StateReplaying) && st.Progress >= 1 && CaughtUp(st.LagEvents, liveLag, 0)
+	return st, settled, nil
+}
+
 // rateTracker estimates each version's apply rate from samples of its applied count.
 type rateTracker struct {
 	mu      sync.Mutex
