@@ -150,19 +150,8 @@ func (m *Manager) Status(ctx context.Context, all bool) ([]control.Status, error
 
 // VersionStatus is one version's status.
 func (m *Manager) VersionStatus(ctx context.Context, key string) (*control.Status, error) {
-	if _, err := m.version(ctx, key); err != nil {
-		return nil, err
-	}
-	all, err := m.Status(ctx, true)
-	if err != nil {
-		return nil, err
-	}
-	for i := range all {
-		if all[i].Key == key {
-			return &all[i], nil
-		}
-	}
-	return nil, control.Invalid("unknown replay %q", key)
+	st, _, err := m.Settled(ctx, key)
+	return st, err
 }
 
 // Settled returns a version's status and whether it has caught up as promote means it: it
