@@ -301,3 +301,41 @@ func TestAutoPromote(t *testing.T) {
 	require.Equal(t, store.StateTailing, b.state("balances_v3"), "a version whose verify failed is not promoted")
 	require.Equal(t, store.StateLive, b.state("balances_v2"))
 }
+
+// While events keep arriving, a live version of ordering global always holds the newest for
+// max_lateness, so its lag is rarely 0: a replay created with --auto-promote is still verified
+// (both held at one offset vector under traffic) and promoted once its lag is no more than the
+// live version's, and the live view is exact once the events stop.
+func TestAutoPromoteWhileEventsKeepArriving(t *testing.T) {
+	t.Parallel()
+	const topic = "bank.accounts"
+	b := setup(t, map[string]int32{topic: 4})
+	bank := bankgen.New(topic, 4, 100, 82)
+	b.kafka.Produce(bank.Events(3000)...)
+	r := b.start(b.config(bankgen.Config(topic, 4, "global", false)))
+	eventually(t, 30*time.Second, func() bool { return b.caughtUp("balances_v1", topic) }, "v1 did not catch up")
+
+	stop := make(chan struct{})
+	produced := make(chan struct{})
+	go func() {
+		defer close(produced)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+				b.kafka.Produce(bank.Events(20)...)
+			}
+		}
+	}()
+	ctx := context.Background()
+	_, err := r.p.Manager().Create(ctx, lifecycle.CreateRequest{Key: "balances_v2", Projection: "balances", Start: true, AutoPromote: true})
+	require.NoError(t, err)
+	eventually(t, 60*time.Second, func() bool { return b.state("balances_v2") == store.StateLive }, "balances_v2 was not promoted while events arrived")
+	require.Equal(t, int64(1), b.scalar("SELECT count(*) FROM kreplay.verifications WHERE version = 'balances_v2' AND passed"))
+	close(stop)
+	<-produced
+	eventually(t, 30*time.Second, func() bool { return b.caughtUp("balances_v2", topic) }, "balances_v2 did not catch up")
+	require.Equal(t, bank.Balances(), b.balances("public"))
+	require.Zero(t, b.scalar("SELECT late_events FROM kreplay.versions WHERE key = 'balances_v2'"), "late events")
+}
