@@ -120,7 +120,7 @@ func (m *merger) refresh() {
 // put it in order.
 func (m *merger) blockedBy(now time.Time, h *entry, from *partition) (*partition, time.Time) {
 	live := m.live()
-	lateness := m.lateness > 0 && live && !(m.emitted && h.key.less(m.last))
+	lateness := m.lateness > 0 && live && (!m.emitted || !h.key.less(m.last))
 	var ready time.Time
 	if lateness {
 		ready = m.epoch.Add(h.recv + m.lateness)

@@ -101,7 +101,7 @@ func scrape(t *testing.T, url string) []sample {
 			continue
 		}
 		s := sample{labels: map[string]string{}}
-		rest := line
+		var rest string
 		if i := strings.IndexByte(line, '{'); i >= 0 {
 			j := strings.LastIndexByte(line, '}')
 			s.name, rest = line[:i], line[j+1:]

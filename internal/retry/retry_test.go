@@ -16,8 +16,8 @@ import (
 // over after Reset.
 func TestBackoffDoublesWithJitterUpToMax(t *testing.T) {
 	b := NewBackoff(100*time.Millisecond, time.Second)
-	for _, base := range []time.Duration{100, 200, 400, 800, 1000, 1000} {
-		base *= time.Millisecond
+	for _, ms := range []int64{100, 200, 400, 800, 1000, 1000} {
+		base := time.Duration(ms) * time.Millisecond
 		d := b.Next()
 		require.GreaterOrEqual(t, d, base/2)
 		require.LessOrEqual(t, d, base)
