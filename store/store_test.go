@@ -274,9 +274,9 @@ func TestAnInterruptedSwapLeavesOneVersionLive(t *testing.T) {
 	// Budgets from 0 to twice what a whole promote and rollback take on this machine now, so that
 	// the swaps are cut at every point whatever the machine's load.
 	began := time.Now()
-	_, err := s.Swap(ctx, "accounts_v2", store.SwapPromote, []store.State{store.StateTailing})
+	_, err := s.Swap(ctx, "accounts_v2", store.SwapPromote, []store.State{store.StateTailing}, store.SwapOptions{})
 	require.NoError(t, err)
-	_, err = s.Swap(ctx, "accounts_v1", store.SwapRollback, []store.State{store.StateRetired})
+	_, err = s.Swap(ctx, "accounts_v1", store.SwapRollback, []store.State{store.StateRetired}, store.SwapOptions{})
 	require.NoError(t, err)
 	budget := max(time.Since(began), 10*time.Millisecond)
 	rnd := rand.New(rand.NewPCG(5, 6))
@@ -292,7 +292,7 @@ func TestAnInterruptedSwapLeavesOneVersionLive(t *testing.T) {
 			kind, from = store.SwapRollback, []store.State{store.StateRetired}
 		}
 		cctx, cancel := context.WithTimeout(ctx, time.Duration(rnd.Int64N(int64(budget))))
-		_, swapErr := s.Swap(cctx, next, kind, from)
+		_, swapErr := s.Swap(cctx, next, kind, from, store.SwapOptions{})
 		cancel()
 		if swapErr == nil {
 			completed++
