@@ -97,7 +97,7 @@ func TestSwapErrorKeepsThePostgresError(t *testing.T) {
 	_, err := s.Pool().Exec(ctx, `CREATE VIEW public.rich AS SELECT * FROM public.owners;
 		ALTER TABLE accounts_v2.owners ALTER COLUMN name TYPE varchar(20)`)
 	require.NoError(t, err)
-	_, err = s.Swap(ctx, "accounts_v2", store.SwapPromote, []store.State{store.StateTailing}, store.SwapOptions{})
+	_, err = s.Swap(ctx, "accounts_v2", store.SwapPromote, []store.State{store.StateTailing}, store.SwapOptions{AllowShapeChange: true})
 	require.ErrorContains(t, err, "drop view public.owners to change its shape: cannot drop view owners because other objects depend on it")
 	require.ErrorContains(t, err, "[SQLSTATE 2BP01]")
 	var pgErr *pgconn.PgError
@@ -202,8 +202,15 @@ func TestPromoteChangesAColumnsCollation(t *testing.T) {
 	require.NoError(t, err)
 	tailing(t, s, "accounts_v2")
 
+	// A new collation is a retype: refused without AllowShapeChange, naming the column.
 	_, err = s.Swap(ctx, "accounts_v2", store.SwapPromote, []store.State{store.StateTailing}, store.SwapOptions{})
+	var serr *store.ShapeChangeError
+	require.ErrorAs(t, err, &serr)
+	require.ErrorIs(t, err, store.ErrShapeChange)
+	require.Equal(t, []store.ShapeChange{{View: "public.owners", Retyped: []store.ColumnRetype{{Name: "name", From: "text", To: `text COLLATE "C"`}}}}, serr.Changes)
+	res, err := s.Swap(ctx, "accounts_v2", store.SwapPromote, []store.State{store.StateTailing}, store.SwapOptions{AllowShapeChange: true})
 	require.NoError(t, err)
+	require.Equal(t, serr.Changes, res.ShapeChanges)
 	var collation string
 	require.NoError(t, s.Pool().QueryRow(ctx, `SELECT coll.collname FROM pg_attribute a JOIN pg_collation coll ON coll.oid = a.attcollation
 		WHERE a.attrelid = 'public.owners'::regclass AND a.attname = 'name'`).Scan(&collation))
