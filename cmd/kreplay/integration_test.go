@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 )
 
@@ -181,4 +183,43 @@ func TestCommandsAgainstServe(t *testing.T) {
 	})
 	_, err = e.cli("rollback", "balances")
 	require.ErrorContains(t, err, `projection "balances" has no retired version to roll back to`)
+}
+
+// The CLI's side of the reader contract: verify and promote name the columns a promotion
+// retypes; promote refuses without --allow-shape-change (exit 1, the columns and the flag in the
+// error), goes through with it and prints the change; rollback prints the change back.
+func TestPromoteAllowShapeChangeThroughTheCLI(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	e.produce(500)
+	e.serveInProcess()
+	e.waitCaughtUp("balances_v1")
+	e.mustCLI("create", "balances_v2", "--projection", "balances", "--start")
+	e.waitCaughtUp("balances_v2")
+	// balances_v2's total becomes numeric: its view would change a column's type.
+	db, err := pgx.Connect(context.Background(), e.dbURL)
+	require.NoError(t, err)
+	defer db.Close(context.Background())
+	_, err = db.Exec(context.Background(), "ALTER TABLE balances_v2.balances ALTER COLUMN total TYPE numeric")
+	require.NoError(t, err)
+	const change = "view shape: public.balances: retypes total bigint -> numeric (breaking)\n"
+
+	out, _ := e.cli("verify", "balances_v2")
+	require.Contains(t, out, change)
+	require.Contains(t, out, "kreplay promote balances_v2 needs --allow-shape-change")
+
+	_, err = e.cli("promote", "balances_v2", "--wait", "30s")
+	require.ErrorContains(t, err, "promote balances_v2 would change columns that readers of the live views see (public.balances: retypes total bigint -> numeric)")
+	require.ErrorContains(t, err, "pass --allow-shape-change")
+	require.Equal(t, e.bank.Balances(), e.liveBalances(), "the refused promotion left v1 live")
+
+	out = e.mustCLI("promote", "balances_v2", "--wait", "30s", "--allow-shape-change")
+	require.Regexp(t, `^promoted balances_v2: live \(balances_v1 retired, .*\)\n`+regexp.QuoteMeta(change)+`$`, out)
+	var typ string
+	require.NoError(t, db.QueryRow(context.Background(), "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'public.balances'::regclass AND attname = 'total'").Scan(&typ))
+	require.Equal(t, "numeric", typ)
+
+	out = e.mustCLI("rollback", "balances")
+	require.Contains(t, out, "view shape: public.balances: retypes total numeric -> bigint (breaking)\n")
+	require.Equal(t, e.bank.Balances(), e.liveBalances())
 }
