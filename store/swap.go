@@ -35,6 +35,9 @@ type SwapResult struct {
 	Duration   time.Duration // of the successful transaction
 	// ShapeChanges is how the swap changed the columns readers of the live views see.
 	ShapeChanges []ShapeChange
+	// Routed: the views had a branch for both versions (route.go); the swap changed only the
+	// catalog and took no lock on the views.
+	Routed bool
 }
 
 // SwapOptions are a swap's options.
@@ -110,12 +113,6 @@ func (s *Store) swapOnce(ctx context.Context, to string, kind SwapKind, allowed 
 		if err := checkNotBehind(ctx, tx, from, to, v.Topics()); err != nil {
 			return err
 		}
-		// Everything that only reads the catalog happens before the views are locked, so that
-		// readers wait for the swap only while it locks, runs one pipeline and commits.
-		plan, err := s.planViews(ctx, tx, v.Projection, from, to)
-		if err != nil {
-			return err
-		}
 		shape, err := s.shapeChanges(ctx, tx, from, to)
 		if err != nil {
 			return err
@@ -123,12 +120,26 @@ func (s *Store) swapOnce(ctx context.Context, to string, kind SwapKind, allowed 
 		if breaking := BreakingChanges(shape); kind == SwapPromote && !opts.AllowShapeChange && len(breaking) > 0 {
 			return &ShapeChangeError{Key: to, Changes: breaking}
 		}
-		if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = '%dms'", s.cfg.LockTimeout.Milliseconds())); err != nil {
+		// Views routed over both versions (route.go) stay as they are: the swap is the update of
+		// kreplay.projections below, and takes no lock a reader waits for.
+		routed, err := s.routedTo(ctx, tx, from, to, shape)
+		if err != nil {
 			return err
 		}
-		if len(plan.existing) > 0 {
-			if _, err := tx.Exec(ctx, "LOCK TABLE "+strings.Join(plan.existing, ", ")+" IN ACCESS EXCLUSIVE MODE"); err != nil {
+		plan := &viewPlan{}
+		if !routed {
+			// Everything that only reads the catalog happens before the views are locked, so
+			// that readers wait for the swap only while it locks, runs one pipeline and commits.
+			if plan, err = s.planViews(ctx, tx, v.Projection, from, to); err != nil {
 				return err
+			}
+			if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = '%dms'", s.cfg.LockTimeout.Milliseconds())); err != nil {
+				return err
+			}
+			if len(plan.existing) > 0 {
+				if _, err := tx.Exec(ctx, "LOCK TABLE "+strings.Join(plan.existing, ", ")+" IN ACCESS EXCLUSIVE MODE"); err != nil {
+					return err
+				}
 			}
 		}
 		b := &pgx.Batch{}
@@ -161,7 +172,7 @@ func (s *Store) swapOnce(ctx context.Context, to string, kind SwapKind, allowed 
 		if err := br.Close(); err != nil {
 			return err
 		}
-		res = &SwapResult{Projection: v.Projection, From: from, To: to, Kind: kind, ShapeChanges: shape}
+		res = &SwapResult{Projection: v.Projection, From: from, To: to, Kind: kind, ShapeChanges: shape, Routed: routed}
 		return nil
 	})
 	return res, err

@@ -90,6 +90,9 @@ type SwapReport struct {
 	// ShapeChanges is how the swap changed the columns readers of the live views see (a
 	// rollback is never refused for its shape, but lists it too).
 	ShapeChanges []store.ShapeChange `json:"shape_changes,omitempty"`
+	// Routed: the live views already read both versions (routed views): the swap only updated
+	// the catalog and took no lock readers wait for.
+	Routed bool `json:"routed,omitempty"`
 }
 
 // VerifyReport is what verify found.

@@ -140,12 +140,12 @@ func (m *Manager) swap(ctx context.Context, key string, kind store.SwapKind, all
 	m.metrics.promotions.WithLabelValues(res.Projection, string(kind)).Inc()
 	m.metrics.swapDuration.WithLabelValues(res.Projection).Observe(res.Duration.Seconds())
 	m.log.Info("live version switched", "projection", res.Projection, "kind", kind, "from", res.From, "to", res.To,
-		"attempts", res.Attempts, "swap_ms", float64(res.Duration.Microseconds())/1000)
+		"attempts", res.Attempts, "swap_ms", float64(res.Duration.Microseconds())/1000, "routed", res.Routed)
 	for _, c := range res.ShapeChanges {
 		m.log.Info("live view shape changed", "projection", res.Projection, "kind", kind, "change", c.String(), "breaking", c.Breaking())
 	}
 	rep := &control.SwapReport{Projection: res.Projection, From: res.From, To: res.To, Kind: string(kind), Attempts: res.Attempts,
-		SwapDurationMS: float64(res.Duration.Microseconds()) / 1000, WaitedSeconds: waited.Seconds(), ShapeChanges: res.ShapeChanges}
+		SwapDurationMS: float64(res.Duration.Microseconds()) / 1000, WaitedSeconds: waited.Seconds(), ShapeChanges: res.ShapeChanges, Routed: res.Routed}
 	if res.From != "" {
 		rep.PreviousState = string(store.StateRetired)
 		if prev, err := m.store.Version(ctx, res.From); err == nil {
