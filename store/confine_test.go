@@ -434,10 +434,7 @@ func TestKreplaysUserNeedsOnlyCreateRole(t *testing.T) {
 	require.NoError(t, err)
 	_, err = a.Apply(ctx, 1, []store.Item{item("Named", "x", `{}`, 1, 0)})
 	a.Close(ctx)
-	// The views are routed over accounts_v1 and v2 (same shape), and a UNION ALL view is not
-	// updatable at all: PostgreSQL says so before it checks the privilege.
-	require.Error(t, err)
-	require.Regexp(t, `permission denied for view balances \[SQLSTATE 42501\]|cannot update view "balances" .*\[SQLSTATE 55000\]`, err.Error())
+	require.ErrorContains(t, err, "permission denied for view balances [SQLSTATE 42501]")
 	require.Equal(t, int64(10), scalar(t, s, "SELECT total FROM public.balances WHERE account_id = 'x'"))
 
 	_, err = s.RemoveVersion(ctx, "accounts_v1")

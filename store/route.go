@@ -37,7 +37,8 @@ import (
 // swap whose target has no branch, or another shape, repoints the views as before (planViews),
 // and routes them over the new live version's shape at the same time.
 //
-// A UNION ALL view is not auto-updatable: nothing can write through a live view.
+// Nothing writes through a live view: each has an INSTEAD OF trigger that refuses (migration 007),
+// after PostgreSQL's privilege check (a version's role gets "permission denied").
 
 // routeSet lists, in key order, the projection's versions (not removed, with a schema) whose
 // tables have exactly the shape of live's tables, live included.
@@ -92,6 +93,12 @@ func viewDef(projection, table string, routes []string) string {
 	return strings.Join(parts, " UNION ALL ")
 }
 
+// readOnlyTrigger is the statement that makes a live view refuse writes (migration 007).
+func readOnlyTrigger(view string) string {
+	return "CREATE OR REPLACE TRIGGER kreplay_read_only INSTEAD OF INSERT OR UPDATE OR DELETE ON " + view +
+		" FOR EACH ROW EXECUTE FUNCTION kreplay.refuse_live_view_write()"
+}
+
 // viewComment is the comment of a live view: which version(s) it reads.
 func viewComment(projection, live string, routes []string) string {
 	if len(routes) <= 1 {
@@ -118,8 +125,8 @@ func viewBranches(ctx context.Context, tx pgx.Tx, schema, view string) ([]string
 }
 
 // routedTo reports whether a swap from `from` to `to` can leave the views as they are and only
-// change kreplay.projections: the tables have the same shape and every live view of the
-// projection has a branch for both.
+// change kreplay.projections: the tables have the same shape, every live view of the projection
+// has a branch for both, and the reader role (if any) has its grants.
 func (s *Store) routedTo(ctx context.Context, tx pgx.Tx, from, to string, shape []ShapeChange) (bool, error) {
 	if from == "" || len(shape) > 0 {
 		return false, nil
@@ -135,6 +142,17 @@ func (s *Store) routedTo(ctx context.Context, tx pgx.Tx, from, to string, shape 
 		}
 		if !slices.Contains(branches, to) || !slices.Contains(branches, from) {
 			return false, nil
+		}
+		if s.cfg.ReaderRole != "" {
+			// A reader role set since the views were made gets its grants from a repointing swap.
+			var granted bool
+			if err := tx.QueryRow(ctx, `SELECT has_table_privilege($1, $2, 'SELECT') AND has_schema_privilege($1, $3, 'USAGE')`,
+				s.cfg.ReaderRole, ident(s.cfg.LiveSchema, t), s.cfg.LiveSchema).Scan(&granted); err != nil {
+				return false, err
+			}
+			if !granted {
+				return false, nil
+			}
 		}
 	}
 	return len(tables) > 0, nil
@@ -202,6 +220,7 @@ func (s *Store) routeOnce(ctx context.Context, projection string) error {
 			views = append(views, view)
 			b.Queue("CREATE OR REPLACE VIEW " + view + " AS " + viewDef(projection, t, routes))
 			b.Queue("COMMENT ON VIEW " + view + " IS " + quoteLiteral(viewComment(projection, proj.Live, routes)))
+			b.Queue(readOnlyTrigger(view))
 		}
 		if len(views) == 0 {
 			return nil

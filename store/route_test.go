@@ -92,7 +92,9 @@ func TestRoutedViewsSwapWithoutLocks(t *testing.T) {
 
 	// Nobody writes through a routed view, kreplay's own role included.
 	_, err = s.Pool().Exec(ctx, "INSERT INTO public.balances VALUES ('c', 3)")
-	require.ErrorContains(t, err, "cannot insert into view")
+	require.ErrorContains(t, err, "the live view public.balances is read-only")
+	_, err = s.Pool().Exec(ctx, "UPDATE public.balances SET total = 0")
+	require.ErrorContains(t, err, "the live view public.balances is read-only")
 
 	// Removing accounts_v2 routes the views back to accounts_v1 alone, then drops its schema.
 	_, err = s.RemoveVersion(ctx, "accounts_v2")

@@ -166,6 +166,7 @@ func (s *Store) planViews(ctx context.Context, tx pgx.Tx, projection, from, to s
 			}
 		}
 		add("comment on view "+live+"."+t, "COMMENT ON VIEW "+view+" IS "+quoteLiteral(viewComment(projection, to, routes)))
+		add("make "+live+"."+t+" read-only", readOnlyTrigger(view))
 		if s.cfg.ReaderRole != "" {
 			add("grant select on "+live+"."+t+" to reader role "+s.cfg.ReaderRole, "GRANT SELECT ON "+view+" TO "+ident(s.cfg.ReaderRole))
 		}
