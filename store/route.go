@@ -37,7 +37,7 @@ import (
 // swap whose target has no branch, or another shape, repoints the views as before (planViews),
 // and routes them over the new live version's shape at the same time.
 //
-// Nothing writes through a live view: each has an INSTEAD OF trigger that refuses (migration 007),
+// Nothing writes through a live view: each has an INSTEAD OF trigger that refuses (migration 008),
 // after PostgreSQL's privilege check (a version's role gets "permission denied").
 
 // routeSet lists, in key order, the projection's versions (not removed, with a schema) whose
@@ -93,7 +93,7 @@ func viewDef(projection, table string, routes []string) string {
 	return strings.Join(parts, " UNION ALL ")
 }
 
-// readOnlyTrigger is the statement that makes a live view refuse writes (migration 007).
+// readOnlyTrigger is the statement that makes a live view refuse writes (migration 008).
 func readOnlyTrigger(view string) string {
 	return "CREATE OR REPLACE TRIGGER kreplay_read_only INSTEAD OF INSERT OR UPDATE OR DELETE ON " + view +
 		" FOR EACH ROW EXECUTE FUNCTION kreplay.refuse_live_view_write()"

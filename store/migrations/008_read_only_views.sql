@@ -1,4 +1,4 @@
--- 007: nothing writes through a live view. A routed live view (store/route.go) is a UNION ALL,
+-- 008: nothing writes through a live view. A routed live view (store/route.go) is a UNION ALL,
 -- which PostgreSQL refuses to write through with "cannot update view" (SQLSTATE 55000) before
 -- it checks privileges; with this INSTEAD OF trigger on every live view, the rewriter accepts the
 -- write, the executor checks privileges first, and a role without them (a version's role) gets
