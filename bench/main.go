@@ -15,6 +15,7 @@
 //	kreplay_partition  the same with ordering: partition
 //	kreplay_fold       the same projection as a set-based fold (one pre-aggregated upsert per batch)
 //	promotion          the view swap under 8 readers, without and with a long reader
+//	live_latency       produce-to-applied latency of a live version with max_lateness 0s and 1s
 //
 // Kafka is franz-go's kfake, in this process. The kreplay replays run in a child process (this
 // binary re-executed with -child serve) so that their peak RSS is kreplay's own and not the
@@ -56,7 +57,7 @@ const (
 )
 
 // The scenarios, in the order they run.
-var scenarioNames = []string{"naive", "ceiling_batch", "ceiling_batch_parallel", "ceiling_set", "ceiling_consume", "kreplay_global", "kreplay_code", "kreplay_partition", "kreplay_fold", "promotion"}
+var scenarioNames = []string{"naive", "ceiling_batch", "ceiling_batch_parallel", "ceiling_set", "ceiling_consume", "kreplay_global", "kreplay_code", "kreplay_partition", "kreplay_fold", "promotion", "live_latency"}
 
 type options struct {
 	events      int

@@ -73,6 +73,7 @@ type results struct {
 	Ratios           map[string]*float64 `json:"ratios"`
 	Exact            map[string]*bool    `json:"exact"`
 	Promotion        *promotionResult    `json:"promotion,omitempty"`
+	LiveLatency      *latencyResult      `json:"live_latency,omitempty"` // what max_lateness costs (latency.go)
 	ParentPeakRSSMiB float64             `json:"parent_peak_rss_mib"`
 	Machine          machine             `json:"machine"`
 	Phases           map[string]float64  `json:"phase_seconds"` // workload production etc.
@@ -101,6 +102,13 @@ func (r *results) notExact() []string {
 	if p := r.Promotion; p != nil && p.Exact != nil && !*p.Exact {
 		bad = append(bad, "promotion ("+p.Detail+")")
 	}
+	if l := r.LiveLatency; l != nil {
+		for _, run := range l.Runs {
+			if run.Error == "" && !run.Exact {
+				bad = append(bad, "live_latency ("+run.Pattern+", max_lateness "+run.MaxLateness+")")
+			}
+		}
+	}
 	return bad
 }
 
@@ -114,6 +122,14 @@ func (r *results) failed() []string {
 	}
 	if p := r.Promotion; p != nil && p.Error != "" {
 		out = append(out, "promotion")
+	}
+	if l := r.LiveLatency; l != nil {
+		for _, run := range l.Runs {
+			if run.Error != "" {
+				out = append(out, "live_latency")
+				break
+			}
+		}
 	}
 	return out
 }
@@ -221,7 +237,7 @@ func runBench(ctx context.Context, o options) (*results, error) {
 	}
 
 	kafkaNeeded := false
-	for _, n := range []string{"ceiling_consume", "kreplay_global", "kreplay_code", "kreplay_partition", "kreplay_fold", "promotion"} {
+	for _, n := range []string{"ceiling_consume", "kreplay_global", "kreplay_code", "kreplay_partition", "kreplay_fold", "promotion", "live_latency"} {
 		kafkaNeeded = kafkaNeeded || !o.skip[n]
 	}
 	if !kafkaNeeded || ctx.Err() != nil {
@@ -284,6 +300,10 @@ func runBench(ctx context.Context, o options) (*results, error) {
 		if r.Promotion.Error != "" {
 			progress("promotion: ERROR: %s", r.Promotion.Error)
 		}
+	}
+	if !skip("live_latency") {
+		progress("live_latency: %d events/s for %s per run, max_lateness 0s and 1s", latencyRate, latencyDuration)
+		r.LiveLatency = runLiveLatency(ctx, o, c)
 	}
 	if o.growth > 0 && ctx.Err() == nil {
 		if !kafkaScenarios {
@@ -444,6 +464,7 @@ func printTable(w io.Writer, r *results) {
 	}
 
 	printGrowth(w, r)
+	printLatency(w, r.LiveLatency)
 
 	if p := r.Promotion; p != nil {
 		fmt.Fprintf(w, "\npromotion (%d events, %d readers on the live view, lock_timeout %.0fms):\n", p.Events, p.Readers, p.LockTimeoutMS)

@@ -57,8 +57,9 @@ var kminionMetrics = map[string][]string{
 // targetLabels are the labels Prometheus adds to every scraped series.
 var targetLabels = []string{"instance", "job"}
 
-// statusGauges are exported by every kreplay instance for every version (from the status
-// loop), so the dashboard must aggregate them with max/min, never sum.
+// statusGauges are exported once per installation for every version (by the leader's status
+// loop), so the dashboard sums them over the instances, as any series, per version: a sum that
+// multiplied them by the number of instances would show that the export went wrong.
 var statusGauges = []string{"kreplay_lag_events", "kreplay_lag_seconds", "kreplay_replay_state",
 	"kreplay_replay_progress", "kreplay_replay_eta_seconds", "kreplay_definition_drift"}
 
@@ -388,7 +389,8 @@ func TestDashboardQueriesOnlyMetricsKreplayExposes(t *testing.T) {
 	}
 	require.True(t, applyRate, "the apply rate is rate(kreplay_events_applied_total[...])")
 
-	// Every status gauge is aggregated with max or min: each instance exports it.
+	// Every status gauge is summed per version (and state): the leader alone exports it, so the
+	// sum over the instances is the installation's value.
 	for where, q := range queries {
 		if strings.HasPrefix(where, "variable ") {
 			continue // label_values(selector, label) reads label values, not samples
@@ -396,8 +398,8 @@ func TestDashboardQueriesOnlyMetricsKreplayExposes(t *testing.T) {
 		for _, g := range statusGauges {
 			for _, loc := range regexp.MustCompile(`\b`+g+`\b`).FindAllStringIndex(q, -1) {
 				before := q[:loc[0]]
-				require.Regexp(t, `(max|min)\s+by\s*\([^()]*\)\s*\(\s*$`, before,
-					"%s: %s must be aggregated with max by (...) or min by (...): every instance exports it\n%s", where, g, q)
+				require.Regexp(t, `sum\s+by\s*\(\s*projection\s*,\s*version\s*(,\s*state\s*)?\)\s*\(\s*$`, before,
+					"%s: %s must be aggregated with sum by (projection, version): the leader exports it once per installation\n%s", where, g, q)
 			}
 		}
 	}

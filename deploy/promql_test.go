@@ -218,7 +218,7 @@ func TestParsePromQLFindsMetricAndLabelNames(t *testing.T) {
 		grouping []string
 	}{
 		{
-			expr:     `max by (projection, version) (kreplay_lag_events{projection=~"$projection", version=~"${version}"})`,
+			expr:     `sum by (projection, version) (kreplay_lag_events{projection=~"$projection", version=~"${version}"})`,
 			metrics:  []string{"kreplay_lag_events"},
 			labels:   map[string][]string{"kreplay_lag_events": {"projection", "version"}},
 			grouping: []string{"projection", "version"},

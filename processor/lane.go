@@ -135,6 +135,7 @@ func (l *lane) gather(buf *batch, limit int) (wake time.Time) {
 	}
 	if late > 0 {
 		s.r.m.late.Add(float64(late))
+		s.r.lateUnsaved.Add(late)
 	}
 	return wake
 }
@@ -283,6 +284,7 @@ func (l *lane) execute(ctx context.Context, b batch, send func() (store.ApplyRes
 				s.r.recovered(ctx, failures)
 			}
 			l.committed(b, res)
+			s.r.saveLate(ctx)
 			return nil
 		}
 		var herr *store.HandlerError

@@ -12,6 +12,15 @@ import (
 // given log is deterministic. While live, an empty partition that is not known to be at its end
 // (its records are slow to arrive) is waited for during idle_timeout at most; then it is idle and
 // no longer holds the others back.
+//
+// While live, a partition at its end has not yet shown what it will hold next: a producer that is
+// behind the others may still write an event that sorts before the smallest head. So the merge
+// holds that head until every partition at its end has shown a record at or after it (it then has
+// a head, which the heap orders), or for max_lateness at most, counted in processing time from
+// when the head was received (producers' clocks and created_at can be anything). A partition
+// that verify holds (see partition.hold) is treated the same way: its record at the hold offset,
+// if already received, orders the merge like any head, so that a hold never lets the other
+// partitions run ahead of the merge order. max_lateness 0 holds nothing back.
 // An event emitted after a greater one was already emitted is late (counted, still applied).
 
 // mergeKey orders events for the merge.
@@ -71,17 +80,19 @@ func (h *mergeHeap) Pop() any {
 // merger is the merge over one session's partitions. It is not safe for concurrent use: the
 // session's lock guards it.
 type merger struct {
-	parts   []*partition
-	heap    mergeHeap
-	idle    time.Duration
-	live    func() bool // whether the version has caught up (idle_timeout applies)
-	last    mergeKey
-	emitted bool
-	late    int64 // events emitted after a greater one
+	parts    []*partition
+	heap     mergeHeap
+	idle     time.Duration
+	lateness time.Duration // max_lateness
+	epoch    time.Time     // entries' receipt times count from it (entry.recv)
+	live     func() bool   // whether the version has caught up (idle_timeout and max_lateness apply)
+	last     mergeKey
+	emitted  bool
+	late     int64 // events emitted after a greater one
 }
 
-func newMerger(parts []*partition, idle time.Duration, live func() bool) *merger {
-	m := &merger{parts: parts, idle: idle, live: live}
+func newMerger(parts []*partition, idle, lateness time.Duration, epoch time.Time, live func() bool) *merger {
+	m := &merger{parts: parts, idle: idle, lateness: lateness, epoch: epoch, live: live}
 	for _, p := range parts {
 		p.heapIndex = -1
 	}
@@ -97,23 +108,47 @@ func (m *merger) refresh() {
 	}
 }
 
-// blockedBy returns the first partition that holds the merge back at now: it has no eligible
-// head, is not held (verify), and is not known to be at its end: records are pending that have
-// not been fetched yet. While live, such a partition holds the merge back for idle_timeout at
-// most (a slow or unavailable partition must not stall the others); while replaying, until its
-// records arrive (so that a replay is deterministic). It also returns when that partition stops
-// blocking by itself (zero: only new input can unblock it).
-func (m *merger) blockedBy(now time.Time) (*partition, time.Time) {
+// blockedBy returns the first partition that holds back the merge's smallest head h at now, and
+// when that partition stops holding it back by itself (zero: only new input can unblock it).
+//
+// A partition with records pending that have not been fetched yet (no eligible head, not held,
+// not at its end) holds the merge back: while replaying until its records arrive (so that a
+// replay is deterministic); while live for idle_timeout at most (a slow or unavailable partition
+// must not stall the others). While live, a partition at its end with nothing queued, or held by
+// verify at a record that sorts before h, holds h back until max_lateness after h was received.
+// An h that is late already (a greater event was emitted) waits for no lateness: waiting cannot
+// put it in order.
+func (m *merger) blockedBy(now time.Time, h *entry, from *partition) (*partition, time.Time) {
 	live := m.live()
+	lateness := m.lateness > 0 && live && !(m.emitted && h.key.less(m.last))
+	var ready time.Time
+	if lateness {
+		ready = m.epoch.Add(h.recv + m.lateness)
+		if !now.Before(ready) {
+			lateness = false
+		}
+	}
 	for _, p := range m.parts {
-		if p.heapIndex >= 0 || p.held() || p.atEnd() {
+		if p == from || p.heapIndex >= 0 {
+			continue // its head, if any, is at or after h: the heap says so
+		}
+		if p.len() > 0 { // held by verify at its head
+			if lateness && p.head().key.less(h.key) {
+				return p, ready
+			}
+			continue
+		}
+		if p.held() || p.atEnd() {
+			if lateness {
+				return p, ready
+			}
 			continue
 		}
 		if !live {
 			return p, time.Time{}
 		}
-		if ready := p.emptySince.Add(m.idle); now.Before(ready) {
-			return p, ready
+		if until := p.emptySince.Add(m.idle); now.Before(until) {
+			return p, until
 		}
 	}
 	return nil, time.Time{}
@@ -125,10 +160,10 @@ func (m *merger) next(now time.Time) (e entry, wake time.Time, ok bool) {
 	if len(m.heap) == 0 {
 		return entry{}, time.Time{}, false
 	}
-	if p, until := m.blockedBy(now); p != nil {
+	p := m.heap[0]
+	if b, until := m.blockedBy(now, p.head(), p); b != nil {
 		return entry{}, until, false
 	}
-	p := m.heap[0]
 	e = p.pop(now)
 	if p.eligible() {
 		heap.Fix(&m.heap, 0)

@@ -11,10 +11,11 @@ import (
 
 // entry is one consumed record waiting in its partition's queue.
 type entry struct {
-	item store.Item  // what the applier writes (Event.Topic/Partition/Offset always set)
-	key  mergeKey    // its place in the global order
-	rec  *kgo.Record // the record itself, for dead letters
-	derr error       // why the record could not be decoded: a poison event
+	item store.Item    // what the applier writes (Event.Topic/Partition/Offset always set)
+	key  mergeKey      // its place in the global order
+	rec  *kgo.Record   // the record itself, for dead letters
+	derr error         // why the record could not be decoded: a poison event
+	recv time.Duration // when it was received, since the merger's epoch (max_lateness)
 }
 
 // queueChunk is a piece of a partition's queue. The queue is a list of chunks, recycled through

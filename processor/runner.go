@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -41,6 +42,8 @@ type runner struct {
 
 	stallMu       sync.Mutex
 	stallReported time.Time // when the catalog was last told why the version does not advance
+
+	lateUnsaved atomic.Int64 // late events merged and not yet added to the catalog's count
 }
 
 // stallReportEvery is how often a version that keeps failing for a reason of the environment
@@ -64,6 +67,22 @@ func (r *runner) stalled(ctx context.Context, err error) {
 		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
 		_ = r.p.store.SetStalled(sctx, r.key, "retrying: "+err.Error()) // PostgreSQL may be the problem
+	}
+}
+
+// saveLate adds the late events merged since the last call to the version's count in the
+// catalog (status shows it), after a batch committed. A count it could not save is kept for the
+// next call.
+func (r *runner) saveLate(ctx context.Context) {
+	n := r.lateUnsaved.Swap(0)
+	if n == 0 {
+		return
+	}
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := r.p.store.AddLateEvents(sctx, r.key, n); err != nil {
+		r.lateUnsaved.Add(n)
+		r.log.Warn("could not add late events to the version's count; will retry after the next batch", "late", n, "err", err)
 	}
 }
 

@@ -65,6 +65,7 @@ type session struct {
 	commitKick chan struct{}
 
 	caughtUp      atomic.Bool
+	epoch         time.Time // the merge's clock starts here (entry.recv)
 	lastCommitted map[store.TopicPartition]int64
 	highWater     int
 	keepRecords   bool // on_error: dead_letter copies whole records, so queued events keep them
@@ -97,6 +98,7 @@ func newSession(r *runner, gen int32, member string, starts map[store.TopicParti
 		s.decoders[t] = dec
 	}
 	now := time.Now()
+	s.epoch = now
 	for tp, st := range starts {
 		p := &partition{tp: tp, rank: rank[tp.Topic], pos: st.next, end: st.end, hold: -1,
 			committed: st.next, target: st.target, heapIndex: -1, emptySince: now}
@@ -130,7 +132,7 @@ func newSession(r *runner, gen int32, member string, starts map[store.TopicParti
 	}
 	for _, l := range s.lanes {
 		if v.Definition.Ordering != topology.OrderingPartition {
-			l.merger = newMerger(l.parts, cfg.IdleTimeout, s.caughtUp.Load)
+			l.merger = newMerger(l.parts, cfg.IdleTimeout, cfg.Lateness(), s.epoch, s.caughtUp.Load)
 		}
 		worker := ""
 		if len(s.lanes) > 1 {
@@ -261,11 +263,12 @@ func (s *session) push(ftp kgo.FetchTopicPartition) {
 		s.fetched = batch[:0]
 	}()
 	size := 0
+	recv := time.Since(s.epoch)
 	for _, rec := range ftp.Records {
 		if rec.Offset < next {
 			continue // already queued (a refetch)
 		}
-		e := entry{rec: rec, item: store.Item{Next: rec.Offset + 1}}
+		e := entry{rec: rec, item: store.Item{Next: rec.Offset + 1}, recv: recv}
 		ev := &e.item.Event
 		if rec.Attrs.IsControl() {
 			e.item.Kind = store.ItemMarker

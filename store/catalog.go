@@ -88,8 +88,11 @@ type Version struct {
 	Error          *VersionError
 	// Stalled is why a running version does not advance (its last batch failed for a reason of
 	// the environment and is being retried), "" when it does; StalledAt is when it was said.
-	Stalled    string
-	StalledAt  *time.Time
+	Stalled   string
+	StalledAt *time.Time
+	// LateEvents counts the events applied behind a greater one while tailing (see
+	// topology.Projection.MaxLateness).
+	LateEvents int64
 	Hold       Hold
 	CreatedAt  time.Time
 	StartedAt  *time.Time
@@ -118,7 +121,7 @@ type ProjectionRow struct {
 const versionColumns = `key, projection, state, coalesce(resume_state, ''), definition, definition_hash, options,
 	error, coalesce(error_topic, ''), coalesce(error_partition, 0), coalesce(error_offset, 0), hold,
 	created_at, started_at, caught_up_at, promoted_at, retired_at, removed_at, updated_at, coalesce(role, ''),
-	coalesce(stalled, ''), stalled_at`
+	coalesce(stalled, ''), stalled_at, late_events`
 
 func scanVersion(row pgx.Row) (*Version, error) {
 	var (
@@ -133,7 +136,7 @@ func scanVersion(row pgx.Row) (*Version, error) {
 	if err := row.Scan(&v.Key, &v.Projection, &v.State, &v.ResumeState, &def, &v.DefinitionHash, &opts,
 		&errReason, &errTopic, &errPart, &errOffset, &hold,
 		&v.CreatedAt, &v.StartedAt, &v.CaughtUpAt, &v.PromotedAt, &v.RetiredAt, &v.RemovedAt, &v.UpdatedAt, &v.Role,
-		&v.Stalled, &v.StalledAt); err != nil {
+		&v.Stalled, &v.StalledAt, &v.LateEvents); err != nil {
 		return nil, err
 	}
 	if err := json.Unmarshal(def, &v.Definition); err != nil {
@@ -489,6 +492,13 @@ func (s *Store) FailVersion(ctx context.Context, key string, verr VersionError) 
 func (s *Store) SetStalled(ctx context.Context, key, reason string) error {
 	_, err := s.pool.Exec(ctx, `UPDATE kreplay.versions SET stalled = nullif($2, ''), stalled_at = CASE WHEN $2 = '' THEN NULL ELSE now() END
 		WHERE key = $1`, key, reason)
+	return err
+}
+
+// AddLateEvents adds n to the version's count of late events. It notifies no one: status reads
+// it at its next round.
+func (s *Store) AddLateEvents(ctx context.Context, key string, n int64) error {
+	_, err := s.pool.Exec(ctx, `UPDATE kreplay.versions SET late_events = late_events + $2 WHERE key = $1`, key, n)
 	return err
 }
 

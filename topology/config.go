@@ -523,6 +523,9 @@ func (c *Config) validateProjections(v *validator) {
 		if p.IdleTimeout <= 0 {
 			v.add("%s: idle_timeout %s: must be positive, such as 1s", name, p.IdleTimeout)
 		}
+		if l := p.Lateness(); l < 0 || l > maxLateness {
+			v.add("%s: max_lateness %s: must be between 0s (hold nothing back) and %s", name, l, maxLateness)
+		}
 		if p.BatchSize < 1 || p.BatchSize > maxBatchSize {
 			v.add("%s: batch_size %d: must be between 1 and %d", name, p.BatchSize, maxBatchSize)
 		}

@@ -114,6 +114,7 @@ projections:
 	require.NoError(t, err)
 	c.SetDefaults()
 
+	oneSecond := time.Second
 	require.Equal(t, Config{
 		Installation: "kreplay",
 		Kafka: KafkaConfig{
@@ -142,7 +143,7 @@ projections:
 		},
 		Projections: []Projection{{
 			Name: "p", Ordering: OrderingGlobal, OnError: OnErrorFail,
-			IdleTimeout: time.Second, BatchSize: 2000, Workers: 4,
+			IdleTimeout: time.Second, MaxLateness: &oneSecond, BatchSize: 2000, Workers: 4,
 		}},
 	}, *c)
 
@@ -284,7 +285,7 @@ func TestParseUnknownKeys(t *testing.T) {
 		{
 			name: "nested in a projection",
 			yaml: "projections:\n  - name: balances\n    ordering: global\n    handler:\n      A: SELECT 1\n",
-			want: `config line 4: unknown key "handler" (known keys here: name, ordering, on_error, sources, tables, handlers, checks, folds, reads, idle_timeout, batch_size, workers, allow_truncated_history); did you mean "handlers"?`,
+			want: `config line 4: unknown key "handler" (known keys here: name, ordering, on_error, sources, tables, handlers, checks, folds, reads, idle_timeout, max_lateness, batch_size, workers, allow_truncated_history); did you mean "handlers"?`,
 		},
 		{
 			name: "deeply nested",
@@ -613,4 +614,37 @@ func TestInstallationNamespaces(t *testing.T) {
 
 	_, err = Parse([]byte("instalation: shop\nsources:\n  - topic: a\nprojections:\n  - name: p\n")) //nolint:misspell // the typo under test
 	require.ErrorContains(t, err, "instalation")                                                     //nolint:misspell // the typo under test
+}
+
+// max_lateness: unset is the default, 0s is off (not the default), and a bare number or a value
+// out of range is refused naming the fix.
+func TestMaxLateness(t *testing.T) {
+	t.Parallel()
+	parse := func(v string) (*Config, error) {
+		src := "sources:\n  - topic: a\nprojections:\n  - name: p\n    sources: [a]\n    tables: [CREATE TABLE t (id text PRIMARY KEY)]\n    handlers: {E: \"INSERT INTO t VALUES (@event_id)\"}\n"
+		if v != "" {
+			src += "    max_lateness: " + v + "\n"
+		}
+		c, err := Parse([]byte(src))
+		if err != nil {
+			return nil, err
+		}
+		c.SetDefaults()
+		return c, c.Validate()
+	}
+	c, err := parse("")
+	require.NoError(t, err)
+	require.Equal(t, DefaultMaxLateness, c.Projections[0].Lateness())
+	c, err = parse("0s")
+	require.NoError(t, err)
+	require.Equal(t, time.Duration(0), c.Projections[0].Lateness())
+	c, err = parse("250ms")
+	require.NoError(t, err)
+	require.Equal(t, 250*time.Millisecond, c.Projections[0].Lateness())
+	_, err = parse("0")
+	require.ErrorContains(t, err, `"max_lateness": want a duration with a unit, such as "0s" or "0ms", got 0`)
+	_, err = parse("-1s")
+	require.ErrorContains(t, err, `projection "p": max_lateness -1s: must be between 0s (hold nothing back) and 1m0s`)
+	_, err = parse("2m")
+	require.ErrorContains(t, err, "max_lateness 2m0s: must be between 0s")
 }

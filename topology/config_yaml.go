@@ -126,6 +126,7 @@ type aliasVisit struct {
 
 var (
 	durationType    = reflect.TypeFor[time.Duration]()
+	durationPtrType = reflect.TypeFor[*time.Duration]()
 	unmarshalerType = reflect.TypeFor[yaml.Unmarshaler]()
 )
 
@@ -153,7 +154,7 @@ func (c *yamlChecker) check(n *yaml.Node, t reflect.Type, label string) {
 		return // the zero value, then the default
 	}
 	switch {
-	case t == durationType:
+	case t == durationType, t == durationPtrType:
 		c.duration(n, label)
 		return
 	case reflect.PointerTo(t).Implements(unmarshalerType):

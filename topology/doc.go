@@ -90,6 +90,6 @@
 // handlers and checks. A version stores the definition it was created with
 // and keeps running it. Definition.Hash identifies it, so that serve can
 // report drift between the live version and the config; operational knobs
-// (idle_timeout, batch_size, workers, allow_truncated_history) do not change
+// (idle_timeout, max_lateness, batch_size, workers, allow_truncated_history) do not change
 // the hash.
 package topology

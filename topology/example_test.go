@@ -67,7 +67,7 @@ projections:
 `))
 	fmt.Println(err)
 	// Output:
-	// config line 4: unknown key "handler" (known keys here: name, ordering, on_error, sources, tables, handlers, checks, folds, reads, idle_timeout, batch_size, workers, allow_truncated_history); did you mean "handlers"?
+	// config line 4: unknown key "handler" (known keys here: name, ordering, on_error, sources, tables, handlers, checks, folds, reads, idle_timeout, max_lateness, batch_size, workers, allow_truncated_history); did you mean "handlers"?
 }
 
 func ExampleParseHandler() {

@@ -236,6 +236,12 @@ type Projection struct {
 	// IdleTimeout is how long an empty partition at its end may hold back
 	// the merge while live. Defaults to 1s.
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// MaxLateness is how long, while tailing, the merge of ordering global holds an event for
+	// the partitions at their end to show a record at or after it, counted from when the event
+	// was received: latency traded for an order that equals a replay's. Nil defaults to
+	// DefaultMaxLateness; 0 holds nothing back (an event that arrives behind an applied one is
+	// then applied late, and counted). See Lateness.
+	MaxLateness *time.Duration `yaml:"max_lateness"`
 	// BatchSize is the maximum number of events per transaction. Defaults to 2000, and to
 	// DefaultPartitionBatchSize with ordering: partition.
 	BatchSize int `yaml:"batch_size"`
@@ -251,6 +257,18 @@ type Projection struct {
 	Code *Code `yaml:"-"`
 }
 
+// DefaultMaxLateness is the default max_lateness: above the skew of producers that commit
+// within a second of each other, and small beside a read model's usual freshness.
+const DefaultMaxLateness = time.Second
+
+// Lateness is the projection's max_lateness (after SetDefaults; DefaultMaxLateness when unset).
+func (p *Projection) Lateness() time.Duration {
+	if p.MaxLateness == nil {
+		return DefaultMaxLateness
+	}
+	return *p.MaxLateness
+}
+
 // DefaultPartitionBatchSize is the default batch_size of ordering: partition. Its lanes commit
 // side by side, and PostgreSQL can prune a row version that a transaction replaced (to make room
 // for a HOT update on the same page) only once every transaction that began before it ended: the
@@ -263,6 +281,7 @@ const DefaultPartitionBatchSize = 1000
 // Limits of the operational knobs of a projection.
 const (
 	maxBatchSize = 100000
+	maxLateness  = time.Minute
 	maxWorkers   = 64
 )
 
@@ -276,6 +295,10 @@ func (p *Projection) setDefaults() {
 	}
 	if p.IdleTimeout == 0 {
 		p.IdleTimeout = time.Second
+	}
+	if p.MaxLateness == nil {
+		d := DefaultMaxLateness
+		p.MaxLateness = &d
 	}
 	if p.BatchSize == 0 {
 		p.BatchSize = 2000
@@ -422,7 +445,7 @@ func validateTopic(topic string) error {
 // Definition is the semantic snapshot of a projection that a version runs:
 // everything that decides what the version's tables contain. A version
 // stores it when it is created and keeps running it when the config changes.
-// The operational knobs (idle_timeout, batch_size, workers,
+// The operational knobs (idle_timeout, max_lateness, batch_size, workers,
 // allow_truncated_history) are not part of it, and neither is the partition
 // count of a source, which is zero in a definition: a definition stored as
 // JSON and read back is equal to the original.

@@ -22,6 +22,7 @@ import (
 	"github.com/kreplay/kreplay/processor"
 	"github.com/kreplay/kreplay/processor/control"
 	"github.com/kreplay/kreplay/processor/embedded"
+	"github.com/kreplay/kreplay/processor/lifecycle"
 	"github.com/kreplay/kreplay/store"
 	"github.com/kreplay/kreplay/topology"
 )
@@ -427,7 +428,17 @@ func (d *demo) waitCaughtUp(ctx context.Context, key string, show func(control.S
 		if st.Error != "" {
 			return fmt.Errorf("%s: %s", key, st.Error)
 		}
-		if st.Progress >= 1 && st.State != "replaying" && st.LagEvents == 0 {
+		liveLag := int64(-1)
+		if st.LiveVersion != "" && st.LiveVersion != key {
+			lst, err := d.serve.p.Manager().VersionStatus(ctx, st.LiveVersion)
+			if err != nil {
+				return err
+			}
+			liveLag = lst.LagEvents
+		}
+		// Caught up as promote means it: no lag, or no more than the live version's (both hold
+		// the newest events for max_lateness while events keep arriving).
+		if st.Progress >= 1 && st.State != "replaying" && lifecycle.CaughtUp(st.LagEvents, liveLag, 0) {
 			if show != nil && d.o.Tty {
 				fmt.Fprintln(d.o.Out)
 			}

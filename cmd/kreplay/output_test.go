@@ -155,22 +155,22 @@ func TestWriteStatusDetailAndLag(t *testing.T) {
 	st := control.Status{Key: "stock_v2", Projection: "stock", State: "tailing", LiveVersion: "stock_v1",
 		AppliedEvents: 2000, LagEvents: 30, LagSeconds: 1.5, Options: store.Options{EventTypes: []string{"A", "B"}, AutoPromote: true},
 		Partitions: []control.PartitionStatus{
-			{Topic: "stock.moves", Partition: 0, NextOffset: 1000, TargetOffset: 990, HighWatermark: 1010, Lag: 10},
-			{Topic: "stock.moves", Partition: 1, NextOffset: 1000, TargetOffset: 1000, HighWatermark: 1020, Lag: 20},
+			{Topic: "stock.moves", Partition: 0, NextOffset: 1000, TargetOffset: 990, LastStableOffset: 1010, HighWatermark: 1010, Lag: 10},
+			{Topic: "stock.moves", Partition: 1, NextOffset: 1000, TargetOffset: 1000, LastStableOffset: 1020, HighWatermark: 1025, Lag: 20},
 		}, UpdatedAt: now.Add(-3 * time.Second)}
 	var b bytes.Buffer
 	require.NoError(t, writeStatusDetail(&b, st, now))
 	out := b.String()
-	for _, want := range []string{"live version: stock_v1", "2,000 events (0 skipped)", "30 events, 2s", "event types A, B; auto-promote", "(3s ago)"} {
+	for _, want := range []string{"live version: stock_v1", "2,000 events (0 skipped, 0 late)", "30 events, 2s", "event types A, B; auto-promote", "(3s ago)"} {
 		require.Contains(t, out, want)
 	}
 	require.Contains(t, out, "TOPIC")
-	require.Regexp(t, `stock\.moves\s+1\s+1,000\s+1,000\s+1,020\s+20`, out)
+	require.Regexp(t, `stock\.moves\s+1\s+1,000\s+1,000\s+1,020\s+1,025\s+20`, out, "next, target, last stable, high watermark (a transaction is open), lag")
 
 	b.Reset()
 	require.NoError(t, writeLag(&b, st))
 	require.True(t, strings.HasPrefix(b.String(), "stock_v2 (tailing): 30 events behind, 2s\n"), b.String())
-	require.Regexp(t, `stock\.moves\s+0\s+1,000\s+1,010\s+10`, b.String())
+	require.Regexp(t, `stock\.moves\s+0\s+1,000\s+1,010\s+1,010\s+10`, b.String())
 
 	js, err := json.Marshal(lagOf(st))
 	require.NoError(t, err)

@@ -273,7 +273,7 @@ func writeStatusDetail(w io.Writer, st control.Status, now time.Time) error {
 		live += " (previous: " + st.PreviousVersion + ", for rollback)"
 	}
 	t.row("live:", live)
-	t.row("applied:", formatCount(st.AppliedEvents)+" events ("+formatCount(st.SkippedEvents)+" skipped)")
+	t.row("applied:", formatCount(st.AppliedEvents)+" events ("+formatCount(st.SkippedEvents)+" skipped, "+formatCount(st.LateEvents)+" late)")
 	if replayOngoing(st) {
 		t.row("progress:", formatPercent(st.Progress)+" of the start watermarks")
 	} else {
@@ -335,9 +335,11 @@ func formatOptions(st control.Status) string {
 }
 
 func writePartitions(w io.Writer, ps []control.PartitionStatus, target bool) error {
-	header := []string{"TOPIC", "PARTITION", "NEXT OFFSET", "HIGH WATERMARK", "LAG"}
+	// LAG is LAST STABLE minus NEXT OFFSET: kreplay reads committed, so a transaction open on
+	// the partition (HIGH WATERMARK past LAST STABLE) is not lag.
+	header := []string{"TOPIC", "PARTITION", "NEXT OFFSET", "LAST STABLE", "HIGH WATERMARK", "LAG"}
 	if target {
-		header = []string{"TOPIC", "PARTITION", "NEXT OFFSET", "TARGET", "HIGH WATERMARK", "LAG"}
+		header = []string{"TOPIC", "PARTITION", "NEXT OFFSET", "TARGET", "LAST STABLE", "HIGH WATERMARK", "LAG"}
 	}
 	t := newTable(w, header...)
 	for _, p := range ps {
@@ -345,7 +347,7 @@ func writePartitions(w io.Writer, ps []control.PartitionStatus, target bool) err
 		if target {
 			row = append(row, formatCount(p.TargetOffset))
 		}
-		t.row(append(row, formatCount(p.HighWatermark), formatCount(p.Lag))...)
+		t.row(append(row, formatCount(p.LastStableOffset), formatCount(p.HighWatermark), formatCount(p.Lag))...)
 	}
 	return t.flush()
 }

@@ -23,6 +23,7 @@ type Status struct {
 	PreviousVersion string            `json:"previous_version"` // the one live before it ("" if none)
 	AppliedEvents   int64             `json:"applied_events"`
 	SkippedEvents   int64             `json:"skipped_events"`
+	LateEvents      int64             `json:"late_events"` // applied behind a greater event while tailing (see max_lateness)
 	Progress        float64           `json:"progress"`    // 0..1 of the high watermarks at start
 	ETASeconds      *float64          `json:"eta_seconds"` // null when unknown (no rate yet)
 	Rate            float64           `json:"rate"`        // events/s over the last minute
@@ -43,12 +44,17 @@ type Status struct {
 
 // PartitionStatus is a version's position in one partition.
 type PartitionStatus struct {
-	Topic         string `json:"topic"`
-	Partition     int32  `json:"partition"`
-	NextOffset    int64  `json:"next_offset"`
-	HighWatermark int64  `json:"high_watermark"`
-	TargetOffset  int64  `json:"target_offset"`
-	Lag           int64  `json:"lag"`
+	Topic      string `json:"topic"`
+	Partition  int32  `json:"partition"`
+	NextOffset int64  `json:"next_offset"`
+	// LastStableOffset is the end lag is measured against: kreplay reads committed, so the
+	// records of a transaction still open are out of reach (see lifecycle.PartitionLag).
+	LastStableOffset int64 `json:"last_stable_offset"`
+	// HighWatermark is one past the last record written, committed or not: past
+	// LastStableOffset while a transaction is open on the partition.
+	HighWatermark int64 `json:"high_watermark"`
+	TargetOffset  int64 `json:"target_offset"`
+	Lag           int64 `json:"lag"` // LastStableOffset - NextOffset, at least 0
 }
 
 // LagReport is how far a version is behind the brokers: `kreplay lag`.
@@ -61,7 +67,8 @@ type LagReport struct {
 
 // PromoteOptions are `kreplay promote`'s options.
 type PromoteOptions struct {
-	// MaxLag is the most events the version may be behind the brokers' high watermarks. Default 0.
+	// MaxLag is the most events the version may be behind the brokers' last stable offsets (the
+	// lag of its status). Default 0.
 	MaxLag int64 `json:"max_lag,omitempty"`
 	// Wait is how long to wait for the version to be tailing with lag <= MaxLag (0: not at all).
 	Wait Duration `json:"wait,omitempty"`

@@ -102,7 +102,8 @@ func (c *Cluster) Committed(group, topic string) map[int32]int64 {
 	return out
 }
 
-// Lag is a group's total lag on a topic as kadm computes it from committed offsets.
+// Lag is a group's total lag on a topic as kadm's Lag computes it: committed offsets against
+// the high watermarks.
 func (c *Cluster) Lag(group, topic string) int64 {
 	c.t.Helper()
 	lags, err := c.Admin.Lag(context.Background(), group)
@@ -121,6 +122,54 @@ func (c *Cluster) Lag(group, topic string) int64 {
 		total += pl.Lag
 	}
 	return total
+}
+
+// StableOffsets are the last stable offsets of a topic's partitions: the ends a read_committed
+// consumer reaches (below the high watermarks while a transaction is open).
+func (c *Cluster) StableOffsets(topic string) map[int32]int64 {
+	c.t.Helper()
+	ends, err := c.Admin.ListCommittedOffsets(context.Background(), topic)
+	if err != nil {
+		c.t.Fatalf("list last stable offsets: %v", err)
+	}
+	out := map[int32]int64{}
+	ends.Each(func(o kadm.ListedOffset) { out[o.Partition] = o.Offset })
+	return out
+}
+
+// StableLag is a group's total lag on a topic as kadm computes it (CalculateGroupLag) from its
+// committed offsets and the last stable offsets, rather than the high watermarks kadm's Lag
+// uses: the lag of a read_committed consumer. A group not there yet is an error.
+func (c *Cluster) StableLag(group, topic string) (int64, error) {
+	ctx := context.Background()
+	described, err := c.Admin.DescribeGroups(ctx, group)
+	if err != nil {
+		return 0, fmt.Errorf("describe %s: %w", group, err)
+	}
+	commits, err := c.Admin.FetchOffsets(ctx, group)
+	if err != nil {
+		return 0, fmt.Errorf("fetch offsets of %s: %w", group, err)
+	}
+	starts, err := c.Admin.ListStartOffsets(ctx, topic)
+	if err != nil {
+		return 0, fmt.Errorf("list start offsets: %w", err)
+	}
+	ends, err := c.Admin.ListCommittedOffsets(ctx, topic)
+	if err != nil {
+		return 0, fmt.Errorf("list last stable offsets: %w", err)
+	}
+	g, ok := described[group]
+	if !ok {
+		return 0, fmt.Errorf("lag of %s: group not found", group)
+	}
+	var total int64
+	for _, pl := range kadm.CalculateGroupLagWithStartOffsets(g, commits, starts, ends)[topic] {
+		if pl.Err != nil {
+			return 0, fmt.Errorf("lag of %s on %s[%d]: %w", group, topic, pl.Partition, pl.Err)
+		}
+		total += pl.Lag
+	}
+	return total, nil
 }
 
 // String names the cluster for logs.

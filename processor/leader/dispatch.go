@@ -115,15 +115,24 @@ func (a *autoPromoter) annotate(statuses []control.Status) {
 }
 
 // autoPromote verifies and promotes the versions created with --auto-promote once they are
-// tailing with lag 0, one at a time. A version whose verify found differences is not tried again
-// against the same live version. Nor is one whose promotion would remove, retype or move a
-// column readers of the live views see: auto-promotion never makes such a change by itself; it
-// holds the version, says why in the log and in the version's status (auto_promote_held), and
-// leaves it to `kreplay promote --allow-shape-change`.
+// tailing and caught up (lag 0, or no more than the live version's: see lifecycle.CaughtUp), one
+// at a time. A version whose verify found differences is not tried again against the same live
+// version. Nor is one whose promotion would remove, retype or move a column readers of the live
+// views see: auto-promotion never makes such a change by itself; it holds the version, says why
+// in the log and in the version's status (auto_promote_held), and leaves it to
+// `kreplay promote --allow-shape-change`.
 func (l *Leader) autoPromote(ctx context.Context, statuses []control.Status) {
 	a := &l.auto
+	lags := make(map[string]int64, len(statuses))
 	for _, st := range statuses {
-		if !st.Options.AutoPromote || st.State != string(store.StateTailing) || st.LagEvents != 0 {
+		lags[st.Key] = st.LagEvents
+	}
+	for _, st := range statuses {
+		liveLag, ok := lags[st.LiveVersion]
+		if !ok {
+			liveLag = -1
+		}
+		if !st.Options.AutoPromote || st.State != string(store.StateTailing) || !lifecycle.CaughtUp(st.LagEvents, liveLag, 0) {
 			continue
 		}
 		attempt := st.Key + "@" + st.LiveVersion

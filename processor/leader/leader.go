@@ -144,6 +144,7 @@ func (l *Leader) elect(ctx context.Context) error {
 		l.leading.Store(true)
 		err = l.lead(g.Context())
 		l.leading.Store(false)
+		l.metrics.forgetVersions() // the next leader exports them (the status loop forgets them too)
 		g.Stop()
 		lease.Release()
 		if err != nil && ctx.Err() == nil {

@@ -8,7 +8,8 @@ import (
 )
 
 // metrics are the control plane's: commands and the versions' status gauges (lag, state,
-// progress, ETA, drift), computed by the status loop.
+// progress, ETA, drift), computed by the status loop and exported by the leader only: one series
+// per version in the installation, whatever the number of instances.
 type metrics struct {
 	commands   *prometheus.CounterVec
 	rejected   *prometheus.CounterVec
@@ -28,17 +29,17 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kreplay_control_unauthorized_total",
 			Help: "Control records refused for a missing or wrong signature."}, []string{"reason"}),
 		lagEvents: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "kreplay_lag_events",
-			Help: "Events not yet applied: sum over partitions of high watermark minus next offset."}, pv),
+			Help: "Events not yet applied: sum over partitions of last stable offset minus next offset (exported by the leader)."}, pv),
 		lagSeconds: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "kreplay_lag_seconds",
-			Help: "Age of the oldest event not yet applied (0 when caught up)."}, pv),
+			Help: "Age of the oldest event not yet applied (0 when caught up; exported by the leader)."}, pv),
 		state: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "kreplay_replay_state",
-			Help: "1 for the state each version is in, 0 for the others."}, append(pv, "state")),
+			Help: "1 for the state each version is in, 0 for the others (exported by the leader)."}, append(pv, "state")),
 		progress: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "kreplay_replay_progress",
-			Help: "Fraction (0..1) of the high watermarks measured at start that a version has applied."}, pv),
+			Help: "Fraction (0..1) of the last stable offsets measured at start that a version has applied (exported by the leader)."}, pv),
 		eta: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "kreplay_replay_eta_seconds",
-			Help: "Estimated seconds until a replaying version reaches its start watermarks, from its recent rate."}, pv),
+			Help: "Estimated seconds until a replaying version reaches its start watermarks, from its recent rate (exported by the leader)."}, pv),
 		drift: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "kreplay_definition_drift",
-			Help: "1 when the config file's definition of the projection differs from the live version's snapshot."}, pv),
+			Help: "1 when the config file's definition of the projection differs from the live version's snapshot (exported by the leader)."}, pv),
 	}
 	reg.MustRegister(m.commands, m.rejected, m.lagEvents, m.lagSeconds, m.state, m.progress, m.eta, m.drift)
 	// Series dashboards expect to read as 0 before anything happened.
@@ -72,6 +73,13 @@ func (m *metrics) forget(projection, key string) {
 		g.Delete(l)
 	}
 	m.state.DeletePartialMatch(l)
+}
+
+// forgetVersions drops every version's series: this instance stopped leading.
+func (m *metrics) forgetVersions() {
+	for _, g := range []*prometheus.GaugeVec{m.lagEvents, m.lagSeconds, m.progress, m.eta, m.drift, m.state} {
+		g.Reset()
+	}
 }
 
 func b2f(b bool) float64 {

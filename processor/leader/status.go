@@ -8,11 +8,11 @@ import (
 	"github.com/kreplay/kreplay/store"
 )
 
-// statusLoop computes every version's status each status_interval: for /api/replays, the
-// gauges (lag, state, progress, ETA, drift) and, on the leader, the status topic (statuses of
-// changed versions, tombstones of removed ones: one goroutine writes both, so a removed
-// version's last status never lands after its tombstone) and auto-promotion. refreshStatus asks
-// it for a round at once.
+// statusLoop computes every version's status each status_interval: for /api/replays and, on the
+// leader, the gauges (lag, state, progress, ETA, drift: one series per version in the
+// installation), the status topic (statuses of changed versions, tombstones of removed ones: one
+// goroutine writes both, so a removed version's last status never lands after its tombstone) and
+// auto-promotion. refreshStatus asks it for a round at once.
 func (l *Leader) statusLoop(ctx context.Context) error {
 	tick := time.NewTicker(l.cfg.StatusInterval)
 	defer tick.Stop()
@@ -58,11 +58,16 @@ func (l *Leader) statusLoop(ctx context.Context) error {
 			l.mu.Lock()
 			l.statuses = statuses
 			l.mu.Unlock()
+			// The gauges are the installation's, not the instance's: only the leader exports
+			// them, so that sum() over the instances counts each version once.
+			leading := l.leading.Load()
 			seen := map[string]bool{}
 			for _, st := range statuses {
-				seen[st.Key] = true
-				known[st.Key] = st.Projection
-				l.observeStatus(st)
+				seen[st.Key] = leading
+				if leading {
+					known[st.Key] = st.Projection
+					l.observeStatus(st)
+				}
 			}
 			for key, proj := range known {
 				if !seen[key] {

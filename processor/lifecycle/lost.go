@@ -70,6 +70,8 @@ func (m *Manager) FailLostRecords(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The high watermarks, not the last stable offsets lag is measured against (EndOffsets): this
+	// asks whether the log still holds what was applied, and a checkpoint is never past either.
 	ends, err := m.admin.ListEndOffsets(ctx, topics...)
 	if err != nil {
 		return nil, fmt.Errorf("list end offsets: %w", err)

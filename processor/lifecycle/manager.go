@@ -187,7 +187,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (*store.Version
 const routeBudget = 30 * time.Second
 
 // Start starts a created replay from offset zero (or its --since offsets). Its state is
-// replaying until it reaches the high watermarks measured now, then tailing.
+// replaying until it reaches the last stable offsets measured now, then tailing.
 func (m *Manager) Start(ctx context.Context, key string) (*store.Version, error) {
 	v, err := m.version(ctx, key)
 	if err != nil {
@@ -263,8 +263,8 @@ func (m *Manager) version(ctx context.Context, key string) (*store.Version, erro
 	return v, err
 }
 
-// startOffsets measures where a version starts in every partition of its topics and the high
-// watermarks it must reach. From offset zero, unless --since; history that retention deleted or
+// startOffsets measures where a version starts in every partition of its topics and the ends it
+// must reach: the last stable offsets, as lag is measured (see EndOffsets). From offset zero, unless --since; history that retention deleted or
 // compaction thinned is refused unless the version allows truncated history.
 func (m *Manager) startOffsets(ctx context.Context, v *store.Version) ([]store.PartitionStart, error) {
 	topics := v.Topics()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/kreplay/kreplay/processor/control"
@@ -61,12 +62,12 @@ func (m *Manager) Promote(ctx context.Context, key string, opts control.PromoteO
 		if err != nil {
 			return nil, err
 		}
-		lag, lerr := m.lagEvents(ctx, v)
+		lag, liveLag, lerr := m.lagBeside(ctx, v, proj.Live)
 		if lerr != nil {
 			return nil, lerr
 		}
 		following := v.State == store.StateTailing || v.State == store.StateRetired
-		if following && lag <= opts.MaxLag {
+		if following && CaughtUp(lag, liveLag, opts.MaxLag) {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -156,23 +157,61 @@ func (m *Manager) swap(ctx context.Context, key string, kind store.SwapKind, all
 	return rep, nil
 }
 
-// lagEvents is a version's lag: the sum over its partitions of high watermark minus next offset.
+// CaughtUp says whether a version with lag events is caught up enough to be promoted: its lag is
+// at most maxLag, or at most the live version's (liveLag; -1 when there is none). While events
+// keep arriving, a live version of ordering global always has some lag: the merge holds the
+// newest events for max_lateness (see topology.Projection.MaxLateness). A new version that holds
+// the same events is as caught up as the live one, and the swap itself never lets readers go
+// back (store.Swap requires the new version at or past the live one's offsets).
+func CaughtUp(lag, liveLag, maxLag int64) bool {
+	return lag <= maxLag || (liveLag >= 0 && lag <= liveLag)
+}
+
+// lagEvents is a version's lag as its status measures it (see PartitionLag): the sum over its
+// partitions of last stable offset minus next offset.
 func (m *Manager) lagEvents(ctx context.Context, v *store.Version) (int64, error) {
-	ends, _, err := Bounds(ctx, m.admin, v.Topics())
+	lag, _, err := m.lagBeside(ctx, v, "")
+	return lag, err
+}
+
+// lagBeside is v's lag and the live version's (live; -1 when "" or v itself), measured against
+// the same end offsets.
+func (m *Manager) lagBeside(ctx context.Context, v *store.Version, live string) (lag, liveLag int64, err error) {
+	var lv *store.Version
+	if live != "" && live != v.Key {
+		if lv, err = m.store.Version(ctx, live); err != nil {
+			return 0, 0, err
+		}
+	}
+	topics := v.Topics()
+	if lv != nil {
+		topics = append(slices.Clone(topics), lv.Topics()...)
+		slices.Sort(topics)
+		topics = slices.Compact(topics)
+	}
+	ends, err := EndOffsets(ctx, m.admin, topics...)
 	if err != nil {
-		return 0, fmt.Errorf("list offsets: %w", err)
+		return 0, 0, fmt.Errorf("list offsets: %w", err)
 	}
-	cps, err := m.store.Checkpoints(ctx, v.Key)
-	if err != nil {
-		return 0, err
+	sum := func(x *store.Version) (int64, error) {
+		cps, err := m.store.Checkpoints(ctx, x.Key)
+		if err != nil {
+			return 0, err
+		}
+		var n int64
+		for _, ps := range partitionsLag(x, ends, cps) {
+			n += ps.Lag
+		}
+		return n, nil
 	}
-	next := map[store.TopicPartition]int64{}
-	for _, c := range cps {
-		next[store.TopicPartition{Topic: c.Topic, Partition: c.Partition}] = c.NextOffset
+	if lag, err = sum(v); err != nil {
+		return 0, 0, err
 	}
-	var lag int64
-	for tp, end := range ends {
-		lag += max(0, end-next[tp])
+	liveLag = -1
+	if lv != nil {
+		if liveLag, err = sum(lv); err != nil {
+			return 0, 0, err
+		}
 	}
-	return lag, nil
+	return lag, liveLag, nil
 }

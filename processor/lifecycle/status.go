@@ -2,12 +2,9 @@ package lifecycle
 
 import (
 	"context"
-	"fmt"
 	"sort"
 	"sync"
 	"time"
-
-	"github.com/twmb/franz-go/pkg/kadm"
 
 	"github.com/kreplay/kreplay/processor/control"
 	"github.com/kreplay/kreplay/store"
@@ -19,7 +16,8 @@ import (
 const stalledFresh = 90 * time.Second
 
 // Status computes the status of every version that is not removed (all: removed ones too),
-// from the catalog and the brokers' high watermarks.
+// from the catalog and the brokers' ends: lag is measured against the last stable offsets (see
+// PartitionLag), as promote's and auto-promote's.
 func (m *Manager) Status(ctx context.Context, all bool) ([]control.Status, error) {
 	versions, err := m.store.Versions(ctx)
 	if err != nil {
@@ -41,21 +39,17 @@ func (m *Manager) Status(ctx context.Context, all bool) ([]control.Status, error
 			}
 		}
 	}
-	hwms := map[store.TopicPartition]int64{}
+	var ends map[store.TopicPartition]PartitionEnd
 	if len(topicSet) > 0 {
 		topics := make([]string, 0, len(topicSet))
 		for t := range topicSet {
 			topics = append(topics, t)
 		}
-		ends, err := m.admin.ListEndOffsets(ctx, topics...)
-		if err != nil {
-			return nil, fmt.Errorf("list end offsets: %w", err)
+		// A topic that cannot be listed (deleted: FailLostRecords fails its versions) leaves
+		// its partitions out; the others are shown.
+		if ends, err = EndOffsets(ctx, m.admin, topics...); ends == nil {
+			return nil, err
 		}
-		ends.Each(func(o kadm.ListedOffset) {
-			if o.Err == nil && o.Partition >= 0 {
-				hwms[store.TopicPartition{Topic: o.Topic, Partition: o.Partition}] = o.Offset
-			}
-		})
 	}
 	live := map[string]store.ProjectionRow{}
 	for _, pr := range projections {
@@ -78,6 +72,7 @@ func (m *Manager) Status(ctx context.Context, all bool) ([]control.Status, error
 			Key: v.Key, Projection: v.Projection, State: string(v.State), Live: pr.Live == v.Key,
 			LiveVersion: pr.Live, PreviousVersion: pr.Previous,
 			DefinitionHash: v.DefinitionHash, Options: v.Options, CreatedAt: v.CreatedAt, UpdatedAt: now, RemovedAt: v.RemovedAt,
+			LateEvents: v.LateEvents,
 		}
 		if def, err := m.cfg.Definition(v.Projection); err == nil {
 			st.Drift = def.Hash() != v.DefinitionHash
@@ -88,37 +83,27 @@ func (m *Manager) Status(ctx context.Context, all bool) ([]control.Status, error
 		case v.Stalled != "" && v.StalledAt != nil && now.Sub(*v.StalledAt) < stalledFresh:
 			st.Error = v.Stalled
 		}
-		byTP := map[store.TopicPartition]store.Checkpoint{}
-		for _, c := range cps[v.Key] {
-			byTP[store.TopicPartition{Topic: c.Topic, Partition: c.Partition}] = c
-		}
 		var done, total, remaining int64
 		if v.State != store.StateRemoved {
-			for _, t := range v.Topics() {
-				for tp, hwm := range hwms {
-					if tp.Topic != t {
-						continue
+			st.Partitions = partitionsLag(v, ends, cps[v.Key])
+			byTP := make(map[store.TopicPartition]store.Checkpoint, len(cps[v.Key]))
+			for _, c := range cps[v.Key] {
+				byTP[store.TopicPartition{Topic: c.Topic, Partition: c.Partition}] = c
+			}
+			for _, ps := range st.Partitions {
+				st.LagEvents += ps.Lag
+				if ps.Lag > 0 && v.StartedAt != nil {
+					at := recordAt{store.TopicPartition{Topic: ps.Topic, Partition: ps.Partition}, ps.NextOffset}
+					lags = append(lags, lagging{len(out), at})
+					if peek == nil {
+						peek = map[recordAt]bool{}
 					}
-					c, ok := byTP[tp]
-					if !ok && v.State != store.StateCreated {
-						c = store.Checkpoint{Topic: tp.Topic, Partition: tp.Partition} // a partition added since the start
-					}
-					ps := control.PartitionStatus{Topic: tp.Topic, Partition: tp.Partition, NextOffset: c.NextOffset,
-						HighWatermark: hwm, TargetOffset: c.TargetOffset, Lag: max(0, hwm-c.NextOffset)}
-					st.Partitions = append(st.Partitions, ps)
-					st.LagEvents += ps.Lag
-					if ps.Lag > 0 && v.StartedAt != nil {
-						at := recordAt{tp, c.NextOffset}
-						lags = append(lags, lagging{len(out), at})
-						if peek == nil {
-							peek = map[recordAt]bool{}
-						}
-						peek[at] = true
-					}
-					done += max(0, min(c.NextOffset, c.TargetOffset)-c.StartOffset)
-					total += max(0, c.TargetOffset-c.StartOffset)
-					remaining += max(0, c.TargetOffset-c.NextOffset)
+					peek[at] = true
 				}
+				c := byTP[store.TopicPartition{Topic: ps.Topic, Partition: ps.Partition}]
+				done += max(0, min(c.NextOffset, c.TargetOffset)-c.StartOffset)
+				total += max(0, c.TargetOffset-c.StartOffset)
+				remaining += max(0, c.TargetOffset-c.NextOffset)
 			}
 		}
 		for _, c := range cps[v.Key] {
@@ -213,8 +198,8 @@ func (r *rateTracker) observe(key string, at time.Time, n int64) float64 {
 	return float64(n-first.n) / dt
 }
 
-// Lag reports a version's lag: high watermark minus next offset per partition, their sum, and
-// the age of its oldest event not applied.
+// Lag reports a version's lag: last stable offset minus next offset per partition, their sum,
+// and the age of its oldest event not applied.
 func (m *Manager) Lag(ctx context.Context, key string) (*control.LagReport, error) {
 	st, err := m.VersionStatus(ctx, key)
 	if err != nil {

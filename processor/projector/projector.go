@@ -67,6 +67,10 @@ type Projector struct {
 	// IdleTimeout is how long an empty partition at its end may hold back the merge while
 	// live. Defaults to 1s.
 	IdleTimeout time.Duration
+	// MaxLateness is how long, while tailing, the merge holds an event for the partitions at
+	// their end to show a record at or after it (see topology.Projection.MaxLateness). Nil
+	// defaults to topology.DefaultMaxLateness; a pointer to 0 holds nothing back.
+	MaxLateness *time.Duration
 	// AllowTruncatedHistory lets the first version start at the log start when retention has
 	// removed records. Defaults to false.
 	AllowTruncatedHistory bool
@@ -117,7 +121,7 @@ func (p *Projector) Projection() topology.Projection {
 	return topology.Projection{
 		Name: p.Name, Ordering: p.Ordering, OnError: p.OnError,
 		Sources: slices.Clone(p.Sources), Tables: slices.Clone(p.Tables), Checks: slices.Clone(p.Checks), Reads: slices.Clone(p.Reads),
-		IdleTimeout: p.IdleTimeout, BatchSize: p.BatchSize, Workers: p.Workers, AllowTruncatedHistory: p.AllowTruncatedHistory,
+		IdleTimeout: p.IdleTimeout, MaxLateness: p.MaxLateness, BatchSize: p.BatchSize, Workers: p.Workers, AllowTruncatedHistory: p.AllowTruncatedHistory,
 		Code: &topology.Code{Version: p.Version, EventTypes: slices.Sorted(maps.Keys(p.Handlers))},
 	}
 }
