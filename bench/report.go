@@ -472,7 +472,7 @@ func printTable(w io.Writer, r *results) {
 			fmt.Fprintf(w, "  ERROR: %s\n", p.Error)
 		}
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "  phase\tswap\tattempts\tswap ms\tcall ms\treaders p50 ms\tp99 ms\tmax ms (at)\tmax during swap ms\t>lock_timeout\treader errors\tlong reader held ms")
+		fmt.Fprintln(tw, "  phase\tswap\trouted\tattempts\tswap ms\tcall ms\treaders p50 ms\tp99 ms\tmax ms (at)\tmax during swap ms\t>lock_timeout\treader errors\tlong reader held ms")
 		for _, ph := range p.Phases {
 			held := "-"
 			if ph.LongReader {
@@ -481,7 +481,7 @@ func printTable(w io.Writer, r *results) {
 					held += " (" + ph.LongReaderError + ")"
 				}
 			}
-			fmt.Fprintf(tw, "  %s\t%s->%s\t%d\t%.1f\t%.0f\t%.2f\t%.2f\t%.1f (%+.0fms)\t%.1f\t%d\t%d/%d\t%s\n", ph.Name, ph.From, ph.To, ph.Attempts,
+			fmt.Fprintf(tw, "  %s\t%s->%s\t%s\t%d\t%.1f\t%.0f\t%.2f\t%.2f\t%.1f (%+.0fms)\t%.1f\t%d\t%d/%d\t%s\n", ph.Name, ph.From, ph.To, map[bool]string{true: "yes", false: "no"}[ph.Routed], ph.Attempts,
 				ph.SwapMS, ph.CallMS, ph.ReaderP50MS, ph.ReaderP99MS, ph.ReaderMaxMS, ph.ReaderMaxAtMS, ph.DuringSwapMaxMS, ph.OverLockTimeout,
 				ph.ReaderErrors, ph.ReaderQueries, held)
 		}

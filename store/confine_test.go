@@ -418,7 +418,7 @@ func TestKreplaysUserNeedsOnlyCreateRole(t *testing.T) {
 	cmp, err := s.Compare(ctx, "accounts_v1", "accounts_v2", def.Checks)
 	require.NoError(t, err)
 	require.True(t, cmp.Passed, "%+v", cmp.Results)
-	_, err = s.Swap(ctx, "accounts_v2", store.SwapPromote, []store.State{store.StateTailing})
+	_, err = s.Swap(ctx, "accounts_v2", store.SwapPromote, []store.State{store.StateTailing}, store.SwapOptions{})
 	require.NoError(t, err)
 	require.Equal(t, int64(10), scalar(t, s, "SELECT total FROM public.balances WHERE account_id = 'x'"))
 

@@ -55,7 +55,7 @@ func TestSwapRetriesAConcurrentSchemaGrant(t *testing.T) {
 	committed := grantInFlight(t, s, role, 300*time.Millisecond)
 	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	res, err := s.Swap(sctx, "accounts_v2", store.SwapPromote, []store.State{store.StateTailing})
+	res, err := s.Swap(sctx, "accounts_v2", store.SwapPromote, []store.State{store.StateTailing}, store.SwapOptions{})
 	require.NoError(t, <-committed)
 	require.NoError(t, err, "Swap retries conflicts with concurrent transactions until its context ends")
 	require.Greater(t, res.Attempts, 1, "the first attempt waited for the other grant")
@@ -97,7 +97,7 @@ func TestSwapErrorKeepsThePostgresError(t *testing.T) {
 	_, err := s.Pool().Exec(ctx, `CREATE VIEW public.rich AS SELECT * FROM public.owners;
 		ALTER TABLE accounts_v2.owners ALTER COLUMN name TYPE varchar(20)`)
 	require.NoError(t, err)
-	_, err = s.Swap(ctx, "accounts_v2", store.SwapPromote, []store.State{store.StateTailing})
+	_, err = s.Swap(ctx, "accounts_v2", store.SwapPromote, []store.State{store.StateTailing}, store.SwapOptions{AllowShapeChange: true})
 	require.ErrorContains(t, err, "drop view public.owners to change its shape: cannot drop view owners because other objects depend on it")
 	require.ErrorContains(t, err, "[SQLSTATE 2BP01]")
 	var pgErr *pgconn.PgError
@@ -142,7 +142,7 @@ func TestSwapRefusesANewVersionWithoutAPartitionTheLiveOneApplied(t *testing.T) 
 	// Swap retries while the new version is behind, until its context ends.
 	sctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	_, err = s.Swap(sctx, "accounts_v2", store.SwapPromote, []store.State{store.StateTailing})
+	_, err = s.Swap(sctx, "accounts_v2", store.SwapPromote, []store.State{store.StateTailing}, store.SwapOptions{})
 	require.ErrorIs(t, err, store.ErrBehind)
 	require.ErrorContains(t, err, "(bank[1]: 0 < 1)")
 	proj, err := s.Projection(ctx, "accounts")
@@ -157,7 +157,7 @@ func TestSwapRefusesANewVersionWithoutAPartitionTheLiveOneApplied(t *testing.T) 
 	defer a.Close(ctx)
 	_, err = a.Apply(ctx, 1, []store.Item{item("Deposited", "x", `{"amount": 10}`, 1, 0)})
 	require.NoError(t, err)
-	res, err := s.Swap(ctx, "accounts_v2", store.SwapPromote, []store.State{store.StateTailing})
+	res, err := s.Swap(ctx, "accounts_v2", store.SwapPromote, []store.State{store.StateTailing}, store.SwapOptions{})
 	require.NoError(t, err)
 	require.Equal(t, "accounts_v1", res.From)
 	require.Equal(t, int64(10), scalar(t, s, "SELECT total FROM public.balances WHERE account_id = 'x'"))
@@ -202,8 +202,15 @@ func TestPromoteChangesAColumnsCollation(t *testing.T) {
 	require.NoError(t, err)
 	tailing(t, s, "accounts_v2")
 
-	_, err = s.Swap(ctx, "accounts_v2", store.SwapPromote, []store.State{store.StateTailing})
+	// A new collation is a retype: refused without AllowShapeChange, naming the column.
+	_, err = s.Swap(ctx, "accounts_v2", store.SwapPromote, []store.State{store.StateTailing}, store.SwapOptions{})
+	var serr *store.ShapeChangeError
+	require.ErrorAs(t, err, &serr)
+	require.ErrorIs(t, err, store.ErrShapeChange)
+	require.Equal(t, []store.ShapeChange{{View: "public.owners", Retyped: []store.ColumnRetype{{Name: "name", From: "text", To: `text COLLATE "C"`}}}}, serr.Changes)
+	res, err := s.Swap(ctx, "accounts_v2", store.SwapPromote, []store.State{store.StateTailing}, store.SwapOptions{AllowShapeChange: true})
 	require.NoError(t, err)
+	require.Equal(t, serr.Changes, res.ShapeChanges)
 	var collation string
 	require.NoError(t, s.Pool().QueryRow(ctx, `SELECT coll.collname FROM pg_attribute a JOIN pg_collation coll ON coll.oid = a.attcollation
 		WHERE a.attrelid = 'public.owners'::regclass AND a.attname = 'name'`).Scan(&collation))

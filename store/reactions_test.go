@@ -57,7 +57,7 @@ func TestReactionsFollowTheLiveVersion(t *testing.T) {
 	setNext("accounts_v2", 0, 130)
 	setNext("accounts_v2", 1, 100)
 	require.Equal(t, map[int32][2]int64{0: {100, 120}, 1: {100, 0}}, pending(), "a replay's progress is not the reactors' business")
-	_, err = s.Swap(ctx, "accounts_v2", store.SwapPromote, []store.State{store.StateTailing})
+	_, err = s.Swap(ctx, "accounts_v2", store.SwapPromote, []store.State{store.StateTailing}, store.SwapOptions{})
 	require.NoError(t, err)
 	require.Equal(t, map[int32][2]int64{0: {100, 130}, 1: {100, 100}}, pending())
 
@@ -71,7 +71,7 @@ func TestReactionsFollowTheLiveVersion(t *testing.T) {
 	// A rollback to the retired version, which kept tailing: reacted from where the reactors are.
 	setNext("accounts_v1", 0, 140)
 	setNext("accounts_v1", 1, 100)
-	_, err = s.Swap(ctx, "accounts_v1", store.SwapRollback, []store.State{store.StateRetired})
+	_, err = s.Swap(ctx, "accounts_v1", store.SwapRollback, []store.State{store.StateRetired}, store.SwapOptions{})
 	require.NoError(t, err)
 	require.Equal(t, map[int32][2]int64{0: {130, 140}, 1: {100, 100}}, pending())
 

@@ -65,9 +65,17 @@ func (s *Store) DropVersion(ctx context.Context, key string) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
+	// The live views lose their branch for it first (route.go): DROP SCHEMA ... CASCADE would
+	// drop a view that still reads its tables.
+	if err := s.Route(ctx, v.Projection); err != nil {
+		return fmt.Errorf("drop %s: %w", key, err)
+	}
 	return transient(ctx, func(ctx context.Context) error {
 		return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 			if _, err := tx.Exec(ctx, "SET LOCAL lock_timeout = '2s'"); err != nil {
+				return err
+			}
+			if err := s.checkNotRead(ctx, tx, key); err != nil {
 				return err
 			}
 			if _, err := tx.Exec(ctx, "DROP SCHEMA IF EXISTS "+ident(key)+" CASCADE"); err != nil {

@@ -101,7 +101,8 @@ type planned struct {
 	what string // for errors
 }
 
-// planViews plans the repointing of a projection's views from schema `from` to `to`, reading the
+// planViews plans the repointing of a projection's views from schema `from` to `to` (each view
+// routed over the versions with `to`'s shape, see route.go), reading the
 // catalog but changing nothing, so that a swap holds the views' locks only while it runs the
 // statements: views of tables that `to` has are created, replaced in place (CREATE OR REPLACE,
 // which keeps grants and dependent objects) when the new columns extend the old ones, or dropped
@@ -116,6 +117,11 @@ func (s *Store) planViews(ctx context.Context, tx pgx.Tx, projection, from, to s
 	if err != nil {
 		return nil, err
 	}
+	// The views of `to` are routed over the versions with its shape (route.go).
+	routes, err := routeSet(ctx, tx, projection, to)
+	if err != nil {
+		return nil, err
+	}
 	var oldTables []string
 	if from != "" {
 		if oldTables, err = relations(ctx, tx, from); err != nil {
@@ -124,7 +130,7 @@ func (s *Store) planViews(ctx context.Context, tx pgx.Tx, projection, from, to s
 	}
 	for _, t := range newTables {
 		view := ident(live, t)
-		def := "AS SELECT * FROM " + ident(to, t)
+		def := "AS " + viewDef(projection, t, routes)
 		var kind string
 		err := tx.QueryRow(ctx, `SELECT c.relkind::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 			WHERE n.nspname = $1 AND c.relname = $2`, live, t).Scan(&kind)
@@ -159,7 +165,8 @@ func (s *Store) planViews(ctx context.Context, tx pgx.Tx, projection, from, to s
 				}
 			}
 		}
-		add("comment on view "+live+"."+t, "COMMENT ON VIEW "+view+" IS "+quoteLiteral(fmt.Sprintf("kreplay: projection %s, version %s", projection, to)))
+		add("comment on view "+live+"."+t, "COMMENT ON VIEW "+view+" IS "+quoteLiteral(viewComment(projection, to, routes)))
+		add("make "+live+"."+t+" read-only", readOnlyTrigger(view))
 		if s.cfg.ReaderRole != "" {
 			add("grant select on "+live+"."+t+" to reader role "+s.cfg.ReaderRole, "GRANT SELECT ON "+view+" TO "+ident(s.cfg.ReaderRole))
 		}
@@ -232,7 +239,8 @@ func viewGrants(ctx context.Context, tx pgx.Tx, schema, table string) ([]string,
 }
 
 // checkViewOwner refuses to take over a live view that belongs to another projection (two
-// projections exposing the same table name) or that is not kreplay's at all.
+// projections exposing the same table name) or that is not kreplay's at all. A routed view reads
+// several versions of its projection, and kreplay.projections.
 func checkViewOwner(ctx context.Context, tx pgx.Tx, schema, view, projection string) error {
 	rows, err := tx.Query(ctx, `SELECT DISTINCT n.nspname, coalesce(v.projection, '')
 		FROM pg_rewrite r
@@ -240,7 +248,8 @@ func checkViewOwner(ctx context.Context, tx pgx.Tx, schema, view, projection str
 		JOIN pg_class c ON c.oid = d.refobjid AND c.oid <> r.ev_class
 		JOIN pg_namespace n ON n.oid = c.relnamespace
 		LEFT JOIN kreplay.versions v ON v.key = n.nspname
-		WHERE r.ev_class = (SELECT c2.oid FROM pg_class c2 JOIN pg_namespace n2 ON n2.oid = c2.relnamespace
+		WHERE n.nspname <> 'kreplay' -- a routed view reads kreplay.projections
+		  AND r.ev_class = (SELECT c2.oid FROM pg_class c2 JOIN pg_namespace n2 ON n2.oid = c2.relnamespace
 		                    WHERE n2.nspname = $1 AND c2.relname = $2)`, schema, view)
 	if err != nil {
 		return err

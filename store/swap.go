@@ -33,6 +33,19 @@ type SwapResult struct {
 	Kind       SwapKind
 	Attempts   int           // attempts, including those that hit lock_timeout or found the new version behind
 	Duration   time.Duration // of the successful transaction
+	// ShapeChanges is how the swap changed the columns readers of the live views see.
+	ShapeChanges []ShapeChange
+	// Routed: the views had a branch for both versions (route.go); the swap changed only the
+	// catalog and took no lock on the views.
+	Routed bool
+}
+
+// SwapOptions are a swap's options.
+type SwapOptions struct {
+	// AllowShapeChange lets a promotion remove, retype or move a column of a live view (or drop
+	// a view); without it such a promotion is refused with a *ShapeChangeError. A rollback is
+	// never refused for its shape: it is the way back in an emergency.
+	AllowShapeChange bool
 }
 
 // Swap makes `to` the live version of its projection in one transaction: it locks both
@@ -41,13 +54,15 @@ type SwapResult struct {
 // the switch, makes `to` live and the previous live version retired (it keeps tailing for
 // rollback). `to` must be in one of the allowed states. Each attempt takes the views' locks
 // with lock_timeout, so that a long-running reader makes the swap retry instead of queueing
-// every other reader behind it; attempts are retried with backoff until ctx ends.
-func (s *Store) Swap(ctx context.Context, to string, kind SwapKind, allowed []State) (*SwapResult, error) {
+// every other reader behind it; attempts are retried with backoff until ctx ends. A promotion
+// that would change the views' shape in a way readers can break on is refused unless
+// opts.AllowShapeChange (see ShapeChange.Breaking); the result lists every shape change.
+func (s *Store) Swap(ctx context.Context, to string, kind SwapKind, allowed []State, opts SwapOptions) (*SwapResult, error) {
 	backoff := retry.NewBackoff(20*time.Millisecond, time.Second)
 	var lastErr error
 	for attempt := 1; ; attempt++ {
 		start := time.Now()
-		res, err := s.swapOnce(ctx, to, kind, allowed)
+		res, err := s.swapOnce(ctx, to, kind, allowed, opts)
 		if err == nil {
 			res.Attempts, res.Duration = attempt, time.Since(start)
 			return res, nil
@@ -68,7 +83,7 @@ func (s *Store) Swap(ctx context.Context, to string, kind SwapKind, allowed []St
 	}
 }
 
-func (s *Store) swapOnce(ctx context.Context, to string, kind SwapKind, allowed []State) (*SwapResult, error) {
+func (s *Store) swapOnce(ctx context.Context, to string, kind SwapKind, allowed []State, opts SwapOptions) (*SwapResult, error) {
 	var res *SwapResult
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		// Row locks wait for the batch in flight of each applier; views wait for readers, and
@@ -98,18 +113,33 @@ func (s *Store) swapOnce(ctx context.Context, to string, kind SwapKind, allowed 
 		if err := checkNotBehind(ctx, tx, from, to, v.Topics()); err != nil {
 			return err
 		}
-		// Everything that only reads the catalog happens before the views are locked, so that
-		// readers wait for the swap only while it locks, runs one pipeline and commits.
-		plan, err := s.planViews(ctx, tx, v.Projection, from, to)
+		shape, err := s.shapeChanges(ctx, tx, from, to)
 		if err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = '%dms'", s.cfg.LockTimeout.Milliseconds())); err != nil {
+		if breaking := BreakingChanges(shape); kind == SwapPromote && !opts.AllowShapeChange && len(breaking) > 0 {
+			return &ShapeChangeError{Key: to, Changes: breaking}
+		}
+		// Views routed over both versions (route.go) stay as they are: the swap is the update of
+		// kreplay.projections below, and takes no lock a reader waits for.
+		routed, err := s.routedTo(ctx, tx, from, to, shape)
+		if err != nil {
 			return err
 		}
-		if len(plan.existing) > 0 {
-			if _, err := tx.Exec(ctx, "LOCK TABLE "+strings.Join(plan.existing, ", ")+" IN ACCESS EXCLUSIVE MODE"); err != nil {
+		plan := &viewPlan{}
+		if !routed {
+			// Everything that only reads the catalog happens before the views are locked, so
+			// that readers wait for the swap only while it locks, runs one pipeline and commits.
+			if plan, err = s.planViews(ctx, tx, v.Projection, from, to); err != nil {
 				return err
+			}
+			if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = '%dms'", s.cfg.LockTimeout.Milliseconds())); err != nil {
+				return err
+			}
+			if len(plan.existing) > 0 {
+				if _, err := tx.Exec(ctx, "LOCK TABLE "+strings.Join(plan.existing, ", ")+" IN ACCESS EXCLUSIVE MODE"); err != nil {
+					return err
+				}
 			}
 		}
 		b := &pgx.Batch{}
@@ -142,7 +172,7 @@ func (s *Store) swapOnce(ctx context.Context, to string, kind SwapKind, allowed 
 		if err := br.Close(); err != nil {
 			return err
 		}
-		res = &SwapResult{Projection: v.Projection, From: from, To: to, Kind: kind}
+		res = &SwapResult{Projection: v.Projection, From: from, To: to, Kind: kind, ShapeChanges: shape, Routed: routed}
 		return nil
 	})
 	return res, err

@@ -248,6 +248,9 @@ func (d *demo) run(ctx context.Context) error {
 		}
 		d.say("   %-40s -> %s live, view %s the events column (swap %.1fms, %s)", s.say, sw.To, shape,
 			sw.SwapDurationMS, plural(sw.Attempts, "attempt", "attempts"))
+		for _, c := range sw.ShapeChanges {
+			d.say("   %-40s    view shape: %s", "", c)
+		}
 		time.Sleep(300 * time.Millisecond)
 	}
 	stopReaders()

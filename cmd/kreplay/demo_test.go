@@ -38,6 +38,12 @@ func TestDemoScenario(t *testing.T) {
 	require.Positive(t, sum.Reads)
 	require.Len(t, sum.Swaps, 3)
 	require.Equal(t, []string{"balances_v2", "balances_v1", "balances_v2"}, []string{sum.Swaps[0].To, sum.Swaps[1].To, sum.Swaps[2].To})
+	// The promotions add the events column (no flag needed); the rollback removes it (never refused).
+	events := store.Column{Name: "events", Type: "bigint"}
+	require.Equal(t, []store.ShapeChange{{View: "public.balances", Added: []store.Column{events}}}, sum.Swaps[0].ShapeChanges)
+	require.Equal(t, []store.ShapeChange{{View: "public.balances", Removed: []store.Column{events}}}, sum.Swaps[1].ShapeChanges)
+	require.Equal(t, sum.Swaps[0].ShapeChanges, sum.Swaps[2].ShapeChanges)
+	require.Contains(t, out.String(), "view shape: public.balances: removes events bigint")
 	require.Contains(t, out.String(), "schema balances_v1 dropped: true")
 	require.True(t, strings.Contains(out.String(), "matches the events exactly"))
 }

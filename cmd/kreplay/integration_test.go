@@ -4,10 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 )
 
@@ -15,27 +19,7 @@ import (
 // test, and checks that it then stops cleanly.
 func (e *env) serveInProcess() {
 	e.t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	logs := &syncBuffer{}
-	done := make(chan error, 1)
-	go func() {
-		root := newRootCommand()
-		root.SetOut(logs)
-		root.SetErr(logs)
-		root.SetArgs([]string{"serve", "-c", e.config, "--log-level", "warn", "--shutdown-timeout", "5s"})
-		done <- root.ExecuteContext(ctx)
-	}()
-	e.t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				e.t.Errorf("serve returned %v; logs:\n%s", err, logs.String())
-			}
-		case <-time.After(30 * time.Second):
-			e.t.Errorf("serve did not stop within 30s of its context's end; logs:\n%s", logs.String())
-		}
-	})
+	e.serveUntilStopped()
 }
 
 // cli runs one CLI command against the test's config.
@@ -181,4 +165,77 @@ func TestCommandsAgainstServe(t *testing.T) {
 	})
 	_, err = e.cli("rollback", "balances")
 	require.ErrorContains(t, err, `projection "balances" has no retired version to roll back to`)
+}
+
+// The CLI's side of the reader contract: verify and promote name the columns a promotion
+// retypes; promote refuses without --allow-shape-change (exit 1, the columns and the flag in the
+// error), goes through with it and prints the change; rollback prints the change back.
+func TestPromoteAllowShapeChangeThroughTheCLI(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	e.produce(500)
+	stop := e.serveUntilStopped()
+	e.waitCaughtUp("balances_v1")
+	stop()
+	// The config's balances.total becomes numeric: balances_v2's view would change its type.
+	cfg, err := os.ReadFile(e.config)
+	require.NoError(t, err)
+	require.Contains(t, string(cfg), "total bigint NOT NULL")
+	require.NoError(t, os.WriteFile(e.config, []byte(strings.Replace(string(cfg), "total bigint NOT NULL", "total numeric NOT NULL", 1)), 0o600))
+	e.serveInProcess()
+	e.mustCLI("create", "balances_v2", "--projection", "balances", "--start")
+	e.waitCaughtUp("balances_v2")
+	const change = "view shape: public.balances: retypes total bigint -> numeric (breaking)\n"
+
+	out, _ := e.cli("verify", "balances_v2")
+	require.Contains(t, out, change)
+	require.Contains(t, out, "kreplay promote balances_v2 needs --allow-shape-change")
+
+	_, err = e.cli("promote", "balances_v2", "--wait", "30s")
+	require.ErrorContains(t, err, "promote balances_v2 would change columns that readers of the live views see (public.balances: retypes total bigint -> numeric)")
+	require.ErrorContains(t, err, "pass --allow-shape-change")
+	require.Equal(t, e.bank.Balances(), e.liveBalances(), "the refused promotion left v1 live")
+
+	out = e.mustCLI("promote", "balances_v2", "--wait", "30s", "--allow-shape-change")
+	require.Regexp(t, `^promoted balances_v2: live \(balances_v1 retired, .*\)\n`+regexp.QuoteMeta(change)+`$`, out)
+	db, err := pgx.Connect(context.Background(), e.dbURL)
+	require.NoError(t, err)
+	defer db.Close(context.Background())
+	var typ string
+	require.NoError(t, db.QueryRow(context.Background(), "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'public.balances'::regclass AND attname = 'total'").Scan(&typ))
+	require.Equal(t, "numeric", typ)
+
+	out = e.mustCLI("rollback", "balances")
+	require.Contains(t, out, "view shape: public.balances: retypes total numeric -> bigint (breaking)\n")
+	require.Equal(t, e.bank.Balances(), e.liveBalances())
+}
+
+// serveUntilStopped runs `kreplay serve` in process until the returned function stops it (and
+// checks that it stopped cleanly).
+func (e *env) serveUntilStopped() (stop func()) {
+	e.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	logs := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() {
+		root := newRootCommand()
+		root.SetOut(logs)
+		root.SetErr(logs)
+		root.SetArgs([]string{"serve", "-c", e.config, "--log-level", "warn", "--shutdown-timeout", "5s"})
+		done <- root.ExecuteContext(ctx)
+	}()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				require.NoError(e.t, err, "serve; logs:\n%s", logs.String())
+			case <-time.After(30 * time.Second):
+				e.t.Fatalf("serve did not stop within 30s of its context's end; logs:\n%s", logs.String())
+			}
+		})
+	}
+	e.t.Cleanup(stop)
+	return stop
 }

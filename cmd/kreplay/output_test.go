@@ -196,6 +196,23 @@ func TestOutcomeLines(t *testing.T) {
 	require.Equal(t, "removed stock_v2", transitionLine("remove", "stock_v2", nil))
 }
 
+func TestShapeChangeLines(t *testing.T) {
+	t.Parallel()
+	var b bytes.Buffer
+	require.NoError(t, writeSwapReport(&b, control.SwapReport{Projection: "stock", From: "stock_v1", To: "stock_v2", Kind: "promote", Attempts: 1, SwapDurationMS: 2.5,
+		ShapeChanges: []store.ShapeChange{
+			{View: "public.stock", Removed: []store.Column{{Name: "note", Type: "text"}}, Retyped: []store.ColumnRetype{{Name: "qty", From: "integer", To: "bigint"}},
+				Moved: []store.ColumnMove{{Name: "sku", From: 3, To: 2}}, Added: []store.Column{{Name: "price", Type: "numeric(10,2)"}}},
+			{View: "public.stock_history", Created: true, Added: []store.Column{{Name: "sku", Type: "text"}, {Name: "at", Type: "timestamp with time zone"}}},
+			{View: "public.stock_notes", Dropped: true, Removed: []store.Column{{Name: "sku", Type: "text COLLATE \"C\""}}},
+		}}))
+	require.Equal(t, `promoted stock_v2: live (stock_v1 retired, swap 2.5ms, 1 attempt)
+view shape: public.stock: removes note text; retypes qty integer -> bigint; moves sku (position 3 -> 2); adds price numeric(10,2) (breaking)
+view shape: public.stock_history: new view (sku text, at timestamp with time zone)
+view shape: public.stock_notes: dropped (sku text COLLATE "C") (breaking)
+`, b.String())
+}
+
 func TestWriteVerifyReport(t *testing.T) {
 	t.Parallel()
 	rep := control.VerifyReport{Version: "stock_v2", Against: "stock_v1", Passed: false,
@@ -216,4 +233,13 @@ func TestWriteVerifyReport(t *testing.T) {
 	b.Reset()
 	require.NoError(t, writeVerifyReport(&b, rep))
 	require.Contains(t, b.String(), "PASSED: stock_v2 matches stock_v1 (1 comparison)")
+	require.NotContains(t, b.String(), "view shape")
+
+	rep.ShapeChanges = []store.ShapeChange{{View: "public.stock", Retyped: []store.ColumnRetype{{Name: "qty", From: "integer", To: "bigint"}}}}
+	rep.ShapeChangeNeedsFlag = true
+	b.Reset()
+	require.NoError(t, writeVerifyReport(&b, rep))
+	require.Contains(t, b.String(), "view shape: public.stock: retypes qty integer -> bigint (breaking)\n"+
+		"promoting stock_v2 removes, retypes or moves columns readers of the live views see: kreplay promote stock_v2 needs --allow-shape-change\n"+
+		"PASSED: stock_v2 matches stock_v1 (1 comparison)\n")
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kreplay/kreplay/processor/control"
+	"github.com/kreplay/kreplay/store"
 	"github.com/spf13/cobra"
 )
 
@@ -24,9 +25,16 @@ func (a *app) promoteCommand() *cobra.Command {
 		Long: `Make KEY live: once it is tailing with lag at most --max-lag (waiting up to
 --wait for that), the views of its projection are repointed to it in one
 transaction. The previous live version is retired and keeps tailing, so that
-kreplay rollback can switch back at once.`,
+kreplay rollback can switch back at once.
+
+It lists how the views' columns change. A promotion that removes, retypes or
+moves a column readers see (or drops a view) is refused unless
+--allow-shape-change: clients that cache prepared statements of SELECT * get
+"cached plan must not change result type" once per connection. Columns added
+at the end need no flag.`,
 		Example: `  kreplay promote balances_v2 --wait 5m
-  kreplay verify balances_v2 && kreplay promote balances_v2 --verified`,
+  kreplay verify balances_v2 && kreplay promote balances_v2 --verified
+  kreplay promote balances_v3 --allow-shape-change`,
 		Args: keyArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if opts.MaxLag < 0 {
@@ -50,8 +58,7 @@ kreplay rollback can switch back at once.`,
 					_, err = fmt.Fprintf(w, "promoted %s: live\n", args[0])
 					return err
 				}
-				_, err := fmt.Fprintln(w, swapLine(rep))
-				return err
+				return writeSwapReport(w, rep)
 			})
 		},
 	}
@@ -59,6 +66,7 @@ kreplay rollback can switch back at once.`,
 	f.Int64Var(&opts.MaxLag, "max-lag", 0, "the most events KEY may be behind the brokers")
 	f.DurationVar(&wait, "wait", 0, "how long to wait for KEY to be tailing within --max-lag (0: not at all)")
 	f.BoolVar(&opts.Verified, "verified", false, "refuse unless KEY's last verify, against the current live version, passed")
+	f.BoolVar(&opts.AllowShapeChange, "allow-shape-change", false, "allow the promotion to remove, retype or move columns of the live views")
 	// Not addTimeout: the default depends on --wait (see RunE), and cobra would print a fixed one
 	// beside it.
 	f.DurationVar(&timeout, "timeout", 0, sendTimeoutHelp+" (default --wait + 1m0s)")
@@ -79,13 +87,37 @@ func (a *app) rollbackCommand() *cobra.Command {
 					_, err = fmt.Fprintf(w, "rolled back %s\n", args[0])
 					return err
 				}
-				_, err := fmt.Fprintln(w, swapLine(rep))
-				return err
+				return writeSwapReport(w, rep)
 			})
 		},
 	}
 	addTimeout(cmd, &timeout, defaultSendTimeout, sendTimeoutHelp)
 	return cmd
+}
+
+// writeSwapReport prints a promote's or a rollback's outcome: the swap line, then one line per
+// view whose columns changed.
+func writeSwapReport(w io.Writer, rep control.SwapReport) error {
+	if _, err := fmt.Fprintln(w, swapLine(rep)); err != nil {
+		return err
+	}
+	return writeShapeChanges(w, rep.ShapeChanges, "")
+}
+
+// writeShapeChanges prints one line per view whose columns change:
+//
+//	view shape: public.balances: removes events bigint (breaking)
+func writeShapeChanges(w io.Writer, changes []store.ShapeChange, suffix string) error {
+	for _, c := range changes {
+		line := "view shape: " + c.String()
+		if c.Breaking() {
+			line += " (breaking)"
+		}
+		if _, err := fmt.Fprintln(w, line+suffix); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // swapLine is the human outcome of a promote or a rollback:
@@ -155,6 +187,14 @@ func writeVerifyReport(w io.Writer, rep control.VerifyReport) error {
 	}
 	for _, s := range rep.Skipped {
 		if _, err := fmt.Fprintf(w, "not compared: %s\n", s); err != nil {
+			return err
+		}
+	}
+	if err := writeShapeChanges(w, rep.ShapeChanges, ""); err != nil {
+		return err
+	}
+	if rep.ShapeChangeNeedsFlag {
+		if _, err := fmt.Fprintf(w, "promoting %s removes, retypes or moves columns readers of the live views see: kreplay promote %s needs --allow-shape-change\n", rep.Version, rep.Version); err != nil {
 			return err
 		}
 	}

@@ -297,6 +297,9 @@ func writeStatusDetail(w io.Writer, st control.Status, now time.Time) error {
 	if st.Error != "" {
 		t.row("error:", st.Error)
 	}
+	if st.AutoPromoteHeld != "" {
+		t.row("auto-promote:", "held: "+st.AutoPromoteHeld)
+	}
 	if err := t.flush(); err != nil {
 		return err
 	}

@@ -37,6 +37,9 @@ type Status struct {
 	CreatedAt       time.Time         `json:"created_at"`
 	UpdatedAt       time.Time         `json:"updated_at"` // when this status was computed
 	RemovedAt       *time.Time        `json:"removed_at,omitempty"`
+	// AutoPromoteHeld says why auto-promotion holds this --auto-promote version instead of
+	// promoting it (its promotion would change the shape of the live views).
+	AutoPromoteHeld string `json:"auto_promote_held,omitempty"`
 }
 
 // PartitionStatus is a version's position in one partition.
@@ -72,6 +75,10 @@ type PromoteOptions struct {
 	// Verified refuses the promotion unless the version's last verify, against the current live
 	// version, passed.
 	Verified bool `json:"verified,omitempty"`
+	// AllowShapeChange lets the promotion remove, retype or move a column of a live view, or
+	// drop a view (store.ShapeChange.Breaking); without it such a promotion is refused, naming
+	// the columns. Columns added at the end and new views need no permission.
+	AllowShapeChange bool `json:"allow_shape_change,omitempty"`
 }
 
 // SwapReport is what a promote or rollback did.
@@ -87,6 +94,12 @@ type SwapReport struct {
 	// PreviousState is the previous live version's state now: retired, or paused or failed
 	// (it resumes as retired).
 	PreviousState string `json:"previous_state,omitempty"`
+	// ShapeChanges is how the swap changed the columns readers of the live views see (a
+	// rollback is never refused for its shape, but lists it too).
+	ShapeChanges []store.ShapeChange `json:"shape_changes,omitempty"`
+	// Routed: the live views already read both versions (routed views): the swap only updated
+	// the catalog and took no lock readers wait for.
+	Routed bool `json:"routed,omitempty"`
 }
 
 // VerifyReport is what verify found.
@@ -98,6 +111,10 @@ type VerifyReport struct {
 	Results []store.CheckResult `json:"results"`
 	Differs []string            `json:"differs,omitempty"` // the checks and tables that differ
 	Skipped []string            `json:"skipped,omitempty"` // what could not be compared, and why
+	// ShapeChanges is how promoting Version would change the columns readers of the live views
+	// see; ShapeChangeNeedsFlag says whether promote would need --allow-shape-change for it.
+	ShapeChanges         []store.ShapeChange `json:"shape_changes,omitempty"`
+	ShapeChangeNeedsFlag bool                `json:"shape_change_needs_flag,omitempty"`
 }
 
 // CreateOptions are the options of a create command.

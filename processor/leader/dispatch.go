@@ -98,14 +98,29 @@ func (l *Leader) dispatch(ctx context.Context, cmd *control.Command) (any, error
 // autoPromoter remembers the auto-promotions tried, and whether one runs now.
 type autoPromoter struct {
 	mu    sync.Mutex
-	tried map[string]struct{} // version@live: verified with differences, or promoted
+	tried map[string]struct{} // version@live: verified with differences, held, or promoted
+	held  map[string]string   // version@live -> why it is not promoted (shown in its status)
 	busy  bool
+}
+
+// annotate sets the held reason of the statuses of versions that auto-promotion holds.
+func (a *autoPromoter) annotate(statuses []control.Status) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for i, st := range statuses {
+		if why, ok := a.held[st.Key+"@"+st.LiveVersion]; ok && st.State == string(store.StateTailing) {
+			statuses[i].AutoPromoteHeld = why
+		}
+	}
 }
 
 // autoPromote verifies and promotes the versions created with --auto-promote once they are
 // tailing and caught up (lag 0, or no more than the live version's: see lifecycle.CaughtUp), one
 // at a time. A version whose verify found differences is not tried again against the same live
-// version.
+// version. Nor is one whose promotion would remove, retype or move a column readers of the live
+// views see: auto-promotion never makes such a change by itself; it holds the version, says why
+// in the log and in the version's status (auto_promote_held), and leaves it to
+// `kreplay promote --allow-shape-change`.
 func (l *Leader) autoPromote(ctx context.Context, statuses []control.Status) {
 	a := &l.auto
 	lags := make(map[string]int64, len(statuses))
@@ -141,6 +156,21 @@ func (l *Leader) autoPromote(ctx context.Context, statuses []control.Status) {
 				}
 				a.mu.Unlock()
 			}()
+			changes, err := l.store.ShapeChanges(ctx, st.Key)
+			if err != nil {
+				l.log.Warn("auto-promote: could not compare the shapes of the views; will retry", "version", st.Key, "err", err)
+				return
+			}
+			if breaking := store.BreakingChanges(changes); len(breaking) > 0 {
+				tried = true
+				why := (&store.ShapeChangeError{Key: st.Key, Changes: breaking}).Error()
+				a.mu.Lock()
+				a.held[attempt] = why
+				a.mu.Unlock()
+				l.log.Error("auto-promote: holding: the promotion would change the shape of the live views; promote it by hand",
+					"version", st.Key, "live", st.LiveVersion, "reason", why)
+				return
+			}
 			rep, err := l.mgr.Verify(ctx, st.Key)
 			if err != nil {
 				l.log.Warn("auto-promote: verify failed; will retry", "version", st.Key, "err", err)

@@ -75,7 +75,7 @@ func New(cfg Config, st *store.Store, producer *kgo.Client, mgr *lifecycle.Manag
 		cfg: cfg, store: st, producer: producer, mgr: mgr, log: log,
 		retries:   retry.NewLogger(log, slog.LevelWarn),
 		metrics:   newMetrics(reg),
-		auto:      autoPromoter{tried: map[string]struct{}{}},
+		auto:      autoPromoter{tried: map[string]struct{}{}, held: map[string]string{}},
 		statusNow: make(chan chan struct{}),
 	}
 }

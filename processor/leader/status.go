@@ -54,6 +54,7 @@ func (l *Leader) statusLoop(ctx context.Context) error {
 					statuses = append(statuses, st)
 				}
 			}
+			l.auto.annotate(statuses)
 			l.mu.Lock()
 			l.statuses = statuses
 			l.mu.Unlock()

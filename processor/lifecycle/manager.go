@@ -168,11 +168,23 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (*store.Version
 	if errors.Is(err, store.ErrExists) {
 		return nil, control.AsInvalid(err)
 	}
-	if err == nil {
-		m.log.Info("replay created", "projection", v.Projection, "version", v.Key, "state", v.State, "definition_hash", v.DefinitionHash)
+	if err != nil {
+		return nil, err
 	}
-	return v, err
+	m.log.Info("replay created", "projection", v.Projection, "version", v.Key, "state", v.State, "definition_hash", v.DefinitionHash)
+	// A version with the live version's shape gets its branch in the live views now, so that
+	// promoting it later only updates the catalog (store/route.go). Best effort: without it, the
+	// promotion repoints the views (and routes them) as it always could.
+	rctx, cancel := context.WithTimeout(ctx, routeBudget)
+	defer cancel()
+	if err := m.store.Route(rctx, v.Projection); err != nil {
+		m.log.Warn("create: could not route the live views over the new version; its promotion will repoint them", "version", v.Key, "err", err)
+	}
+	return v, nil
 }
+
+// routeBudget bounds how long create retries routing the live views (a long reader delays it).
+const routeBudget = 30 * time.Second
 
 // Start starts a created replay from offset zero (or its --since offsets). Its state is
 // replaying until it reaches the last stable offsets measured now, then tailing.

@@ -44,6 +44,17 @@ func (m *Manager) Promote(ctx context.Context, key string, opts control.PromoteO
 			return nil, control.Invalid("promote %s --verified: its last verify (%s) found differences", key, last.At.Format(time.RFC3339))
 		}
 	}
+	// Refuse a breaking shape change before waiting for the lag (the swap checks again, in its
+	// transaction).
+	if !opts.AllowShapeChange {
+		changes, err := m.store.ShapeChanges(ctx, key)
+		if err != nil {
+			return nil, err
+		}
+		if breaking := store.BreakingChanges(changes); len(breaking) > 0 {
+			return nil, control.AsInvalid(&store.ShapeChangeError{Key: key, Changes: breaking})
+		}
+	}
 	start := time.Now()
 	deadline := start.Add(opts.Wait.D())
 	for {
@@ -76,7 +87,7 @@ func (m *Manager) Promote(ctx context.Context, key string, opts control.PromoteO
 		}
 	}
 	waited := time.Since(start)
-	return m.swap(ctx, key, store.SwapPromote, promotable, max(swapBudget, time.Until(deadline)), waited)
+	return m.swap(ctx, key, store.SwapPromote, promotable, max(swapBudget, time.Until(deadline)), waited, store.SwapOptions{AllowShapeChange: opts.AllowShapeChange})
 }
 
 // promotable are the states promote accepts: caught up and following the log.
@@ -90,6 +101,8 @@ func waitHint(d time.Duration) string {
 }
 
 // Rollback makes the projection's newest retired version live again, the same swap as promote.
+// It is the way back in an emergency: never refused for the shape of the views (its report
+// lists the change).
 func (m *Manager) Rollback(ctx context.Context, projection string) (*control.SwapReport, error) {
 	if _, err := m.store.Projection(ctx, projection); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
@@ -107,26 +120,33 @@ func (m *Manager) Rollback(ctx context.Context, projection string) (*control.Swa
 	if err != nil {
 		return nil, err
 	}
-	return m.swap(ctx, key, store.SwapRollback, []store.State{store.StateRetired}, swapBudget, 0)
+	return m.swap(ctx, key, store.SwapRollback, []store.State{store.StateRetired}, swapBudget, 0, store.SwapOptions{})
 }
 
-func (m *Manager) swap(ctx context.Context, key string, kind store.SwapKind, allowed []store.State, budget, waited time.Duration) (*control.SwapReport, error) {
+func (m *Manager) swap(ctx context.Context, key string, kind store.SwapKind, allowed []store.State, budget, waited time.Duration, opts store.SwapOptions) (*control.SwapReport, error) {
 	sctx, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
-	res, err := m.store.Swap(sctx, key, kind, allowed)
+	res, err := m.store.Swap(sctx, key, kind, allowed, opts)
 	if err != nil {
 		var terr *store.TransitionError
 		if errors.As(err, &terr) {
 			return nil, err
+		}
+		var serr *store.ShapeChangeError
+		if errors.As(err, &serr) {
+			return nil, control.AsInvalid(serr)
 		}
 		return nil, fmt.Errorf("%s %s: %w", kind, key, err)
 	}
 	m.metrics.promotions.WithLabelValues(res.Projection, string(kind)).Inc()
 	m.metrics.swapDuration.WithLabelValues(res.Projection).Observe(res.Duration.Seconds())
 	m.log.Info("live version switched", "projection", res.Projection, "kind", kind, "from", res.From, "to", res.To,
-		"attempts", res.Attempts, "swap_ms", float64(res.Duration.Microseconds())/1000)
+		"attempts", res.Attempts, "swap_ms", float64(res.Duration.Microseconds())/1000, "routed", res.Routed)
+	for _, c := range res.ShapeChanges {
+		m.log.Info("live view shape changed", "projection", res.Projection, "kind", kind, "change", c.String(), "breaking", c.Breaking())
+	}
 	rep := &control.SwapReport{Projection: res.Projection, From: res.From, To: res.To, Kind: string(kind), Attempts: res.Attempts,
-		SwapDurationMS: float64(res.Duration.Microseconds()) / 1000, WaitedSeconds: waited.Seconds()}
+		SwapDurationMS: float64(res.Duration.Microseconds()) / 1000, WaitedSeconds: waited.Seconds(), ShapeChanges: res.ShapeChanges, Routed: res.Routed}
 	if res.From != "" {
 		rep.PreviousState = string(store.StateRetired)
 		if prev, err := m.store.Version(ctx, res.From); err == nil {

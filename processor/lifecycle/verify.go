@@ -75,6 +75,11 @@ func (m *Manager) Verify(ctx context.Context, key string) (*control.VerifyReport
 		return nil, err
 	}
 	rep := &control.VerifyReport{Version: key, Against: live.Key, Passed: cmp.Passed, Offsets: cmp.Offsets, Results: cmp.Results, Skipped: cmp.Skipped}
+	// What promoting it would change for readers (the live views as they are now).
+	if rep.ShapeChanges, err = m.store.ShapeChanges(ctx, key); err != nil {
+		return nil, fmt.Errorf("verify %s: compare the shapes of the views: %w", key, err)
+	}
+	rep.ShapeChangeNeedsFlag = len(store.BreakingChanges(rep.ShapeChanges)) > 0
 	for _, r := range cmp.Results {
 		if !r.Equal {
 			rep.Differs = append(rep.Differs, r.Kind+" "+r.Name)
