@@ -13,7 +13,7 @@ import (
 // (its records are slow to arrive) is waited for during idle_timeout at most; then it is idle and
 // no longer holds the others back.
 //
-// While live, a partition at its end has not yet shown what it will hold next: a producer that is
+// While tailing, a partition at its end has not yet shown what it will hold next: a producer that is
 // behind the others may still write an event that sorts before the smallest head. So the merge
 // holds that head until every partition at its end has shown a record at or after it (it then has
 // a head, which the heap orders), or for max_lateness at most, counted in processing time from
@@ -114,13 +114,17 @@ func (m *merger) refresh() {
 // A partition with records pending that have not been fetched yet (no eligible head, not held,
 // not at its end) holds the merge back: while replaying until its records arrive (so that a
 // replay is deterministic); while live for idle_timeout at most (a slow or unavailable partition
-// must not stall the others). While live, a partition at its end with nothing queued, or held by
-// verify at a record that sorts before h, holds h back until max_lateness after h was received.
+// must not stall the others). While h is live (the version is, or h is past its partition's start
+// watermark), a partition at its end with nothing queued, or held by verify at a record that
+// sorts before h, holds h back until max_lateness after h was received.
 // An h that is late already (a greater event was emitted) waits for no lateness: waiting cannot
 // put it in order.
 func (m *merger) blockedBy(now time.Time, h *entry, from *partition) (*partition, time.Time) {
 	live := m.live()
-	lateness := m.lateness > 0 && live && (!m.emitted || !h.key.less(m.last))
+	// h is live when the version is, or when it is past its partition's start watermark (a
+	// record produced since the version started: a replay that has caught up in some partitions
+	// tails them while it replays the others).
+	lateness := m.lateness > 0 && (live || h.item.Event.Offset >= from.target) && (!m.emitted || !h.key.less(m.last))
 	var ready time.Time
 	if lateness {
 		ready = m.epoch.Add(h.recv + m.lateness)
