@@ -36,11 +36,14 @@ func TestPromoteAndRollbackSayWhatTheyDidAndWhy(t *testing.T) {
 	require.EqualError(t, err, `rollback takes a projection, not a version: "balances_v2" is a version of projection "balances" (kreplay rollback balances)`)
 
 	// A replay that has not caught up (held here: its checkpoint rows are locked, so it cannot
-	// claim them) cannot be promoted; the refusal says how to wait for it.
+	// claim them, and it has many batches to apply should it claim them first) cannot be
+	// promoted; the refusal says how to wait for it.
+	b.kafka.Produce(bank.Events(30000)...)
 	_, err = m.Create(ctx, lifecycle.CreateRequest{Key: "balances_v3", Projection: "balances", Start: true})
 	require.NoError(t, err)
 	tx, err := b.db.Begin(ctx)
 	require.NoError(t, err)
+	t.Cleanup(func() { _ = tx.Rollback(context.Background()) }) // a failed assertion must not leave the pool waiting for it
 	_, err = tx.Exec(ctx, "SELECT * FROM kreplay.checkpoints WHERE version = 'balances_v3' FOR UPDATE")
 	require.NoError(t, err)
 	_, err = m.Promote(ctx, "balances_v3", control.PromoteOptions{})
@@ -50,5 +53,6 @@ func TestPromoteAndRollbackSayWhatTheyDidAndWhy(t *testing.T) {
 	v, err := m.Resume(ctx, "balances_v1")
 	require.NoError(t, err)
 	require.Equal(t, store.StateRetired, v.State)
+	eventually(t, 60*time.Second, func() bool { return b.caughtUp("balances_v2", bankTopic) }, "v2 did not catch up")
 	require.Equal(t, bank.Balances(), b.balances("public"))
 }
