@@ -320,8 +320,8 @@ func (p *Processor) setup(ctx context.Context) error {
 		ControlTopic: cfg.Kafka.ControlTopic, StatusTopic: cfg.Kafka.StatusTopic, Secret: cfg.Control.Secret,
 		Instance: p.instance, StatusInterval: cfg.Control.StatusInterval,
 		Installation: cfg.Installation, TakeOver: p.takeOver,
-		ClientOpts:       p.kafkaOpts(cfg.Kafka.ClientID + "-control"),
-		StatusClientOpts: p.kafkaOpts(cfg.Kafka.ClientID + "-installation"),
+		ClientOpts:       func() []kgo.Opt { return p.kafkaOpts(cfg.Kafka.ClientID + "-control") },
+		StatusClientOpts: func() []kgo.Opt { return p.kafkaOpts(cfg.Kafka.ClientID + "-installation") },
 	}, p.store, p.producer, p.mgr, p.log, p.reg)
 	// Before anything is consumed: the consumer groups are named after the installation, and
 	// another catalog on these topics would split their partitions with this one.
@@ -448,7 +448,9 @@ func (p *Processor) catalog(what string) retry.Policy {
 	return retry.Policy{Retryable: store.IsTransient, Log: p.retries, What: what}
 }
 
-// kafkaOpts are the options of one of this processor's clients, with its kprom metrics.
+// kafkaOpts are the options of one of this processor's clients, with kprom metrics of its own:
+// a kprom.Metrics serves one client at a time (OnNewClient sets it up while the hooks of another
+// client would read it), so each call makes one.
 func (p *Processor) kafkaOpts(clientID string) []kgo.Opt {
 	opts := append([]kgo.Opt(nil), p.kopts...)
 	opts = append(opts, kgo.ClientID(clientID))

@@ -188,7 +188,7 @@ func (l *Leader) CheckInstallation(ctx context.Context) error {
 // guardOpts are the options of a client that reads the announcements from offset from and
 // publishes announcements to partition 0.
 func (l *Leader) guardOpts(from int64) []kgo.Opt {
-	return append(append([]kgo.Opt(nil), l.cfg.StatusClientOpts...),
+	return append(l.cfg.StatusClientOpts(),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{l.cfg.StatusTopic: {0: kgo.NewOffset().At(from)}}),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchMaxWait(500*time.Millisecond),

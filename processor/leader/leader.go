@@ -35,11 +35,12 @@ type Config struct {
 	Installation string
 	// TakeOver lets CheckInstallation take the topics from another catalog (serve --take-over).
 	TakeOver bool
-	// ClientOpts are the options of the leader's control-topic reader.
-	ClientOpts []kgo.Opt
-	// StatusClientOpts are the options of the client that follows and publishes the catalogs'
+	// ClientOpts makes the options of the leader's control-topic reader (one for each client: a
+	// client's hooks, such as its kprom metrics, are its own).
+	ClientOpts func() []kgo.Opt
+	// StatusClientOpts makes the options of a client that follows and publishes the catalogs'
 	// announcements on the status topic (see CheckInstallation).
-	StatusClientOpts []kgo.Opt
+	StatusClientOpts func() []kgo.Opt
 }
 
 // Leader computes the versions' statuses on every instance and, while it holds the leadership,
@@ -167,7 +168,7 @@ func (l *Leader) lead(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	cl, err := kgo.NewClient(append(append([]kgo.Opt(nil), l.cfg.ClientOpts...),
+	cl, err := kgo.NewClient(append(l.cfg.ClientOpts(),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {0: kgo.NewOffset().At(pos)}}),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
