@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"text/tabwriter"
@@ -13,7 +12,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kreplay/kreplay/internal/bankgen"
-	"github.com/kreplay/kreplay/processor"
 	"github.com/kreplay/kreplay/store"
 )
 
@@ -110,24 +108,11 @@ projections:
 	if err != nil {
 		return err
 	}
-	p := processor.New(cfg, processor.Options{Logger: logger(o.verbose), ShutdownTimeout: 10 * time.Second})
-	pctx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- p.Run(pctx) }()
-	defer func() {
-		stop()
-		if err := <-done; err != nil {
-			progress("  live_latency: processor: %v", err)
-		}
-	}()
-	select {
-	case <-p.Started():
-	case err := <-done:
-		done <- err
-		return fmt.Errorf("processor: %w", err)
-	case <-time.After(60 * time.Second):
-		return errors.New("processor did not start within 60s")
+	p, stop, err := startProcessor(ctx, cfg, o, "live_latency")
+	if err != nil {
+		return err
 	}
+	defer stop()
 	if err := waitVersion(ctx, p, "latency_v1", func(v *store.Version) bool { return v.State == store.StateLive }); err != nil {
 		return err
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/kreplay/kreplay/processor/control"
 	"github.com/kreplay/kreplay/processor/lifecycle"
 	"github.com/kreplay/kreplay/store"
+	"github.com/kreplay/kreplay/topology"
 )
 
 // swapPhase is one swap of the live version measured under readers.
@@ -98,24 +99,11 @@ func promotion(ctx context.Context, o options, c *cluster, res *promotionResult)
 		return err
 	}
 	res.LockTimeoutMS = float64(cfg.Postgres.LockTimeout.Microseconds()) / 1000
-	p := processor.New(cfg, processor.Options{Logger: logger(o.verbose), ShutdownTimeout: 10 * time.Second})
-	pctx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- p.Run(pctx) }()
-	defer func() {
-		stop()
-		if err := <-done; err != nil {
-			progress("  promotion: processor: %v", err)
-		}
-	}()
-	select {
-	case <-p.Started():
-	case err := <-done:
-		done <- err
-		return fmt.Errorf("processor: %w", err)
-	case <-time.After(60 * time.Second):
-		return errors.New("processor did not start within 60s")
+	p, stop, err := startProcessor(ctx, cfg, o, "promotion")
+	if err != nil {
+		return err
 	}
+	defer stop()
 	mgr := p.Manager()
 	if err := waitVersion(ctx, p, "balances_v1", func(v *store.Version) bool { return v.CaughtUpAt != nil }); err != nil {
 		return err
@@ -406,3 +394,27 @@ func (lr *longReader) wait() (time.Duration, error) {
 }
 
 func ms(d time.Duration) float64 { return round2(float64(d.Microseconds()) / 1000) }
+
+// startProcessor runs a processor in this process until stop, once it has started.
+func startProcessor(ctx context.Context, cfg *topology.Config, o options, scenario string) (*processor.Processor, func(), error) {
+	p := processor.New(cfg, processor.Options{Logger: logger(o.verbose), ShutdownTimeout: 10 * time.Second})
+	pctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- p.Run(pctx) }()
+	stop := func() {
+		cancel()
+		if err := <-done; err != nil {
+			progress("  %s: processor: %v", scenario, err)
+		}
+	}
+	select {
+	case <-p.Started():
+		return p, stop, nil
+	case err := <-done:
+		cancel()
+		return nil, nil, fmt.Errorf("processor: %w", err)
+	case <-time.After(60 * time.Second):
+		stop()
+		return nil, nil, errors.New("processor did not start within 60s")
+	}
+}
