@@ -85,7 +85,7 @@ type merger struct {
 	idle     time.Duration
 	lateness time.Duration // max_lateness
 	epoch    time.Time     // entries' receipt times count from it (entry.recv)
-	live     func() bool   // whether the version has caught up (idle_timeout and max_lateness apply)
+	live     func() bool   // whether the version has caught up (idle_timeout applies; see blockedBy for max_lateness)
 	last     mergeKey
 	emitted  bool
 	late     int64 // events emitted after a greater one
