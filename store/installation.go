@@ -18,7 +18,9 @@ type Installation struct {
 }
 
 // SetInstallation records name as the installation this catalog belongs to and returns the
-// catalog's identity, and the name it had before when that was another ("" otherwise).
+// catalog's identity, and the name it had before when that was another and the catalog has
+// versions ("" otherwise: a new catalog's name is the migration's default, and nothing of it
+// goes by that name yet).
 func (s *Store) SetInstallation(ctx context.Context, name string) (Installation, string, error) {
 	var in Installation
 	var previous string
@@ -33,6 +35,13 @@ func (s *Store) SetInstallation(ctx context.Context, name string) (Installation,
 		}
 		if err != nil || previous == name {
 			return err
+		}
+		var used bool
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM kreplay.versions)`).Scan(&used); err != nil {
+			return err
+		}
+		if !used {
+			previous = name
 		}
 		_, err = tx.Exec(ctx, `UPDATE kreplay.installation SET name = $1, updated_at = now()`, name)
 		return err

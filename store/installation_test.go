@@ -23,6 +23,9 @@ func TestInstallationIdentity(t *testing.T) {
 	require.Equal(t, "kreplay", in.Name)
 	require.Contains(t, url, "/"+in.Database+"?")
 
+	// A rename of a catalog that has versions is reported (their topics and groups change names);
+	// a new catalog's first name is not a rename.
+	started(t, s, "accounts_v1", true)
 	renamed, previous, err := s.SetInstallation(ctx, "shop")
 	require.NoError(t, err)
 	require.Equal(t, "kreplay", previous)
@@ -36,6 +39,11 @@ func TestInstallationIdentity(t *testing.T) {
 	theirs, _, err := other.SetInstallation(ctx, "kreplay")
 	require.NoError(t, err)
 	require.NotEqual(t, in.CatalogID, theirs.CatalogID, "another catalog of the same name is another catalog")
+
+	fresh, _ := open(t)
+	_, previous, err = fresh.SetInstallation(ctx, "walk")
+	require.NoError(t, err)
+	require.Empty(t, previous, "a new catalog named at its first start was not renamed")
 }
 
 // An expired or canceled command is recorded under its id, so that it is never run later; a
