@@ -58,7 +58,7 @@ func (l *Leader) PublishStatuses(ctx context.Context, statuses []control.Status,
 		l.published.last = map[string]publishedStatus{}
 	}
 	for _, st := range statuses {
-		fp := fmt.Sprintf("%s|%d|%d|%.4f|%d|%s|%t|%s|%s", st.State, st.AppliedEvents, st.SkippedEvents, st.Progress, st.LagEvents, st.Error, st.Drift, st.LiveVersion, st.PreviousVersion)
+		fp := fmt.Sprintf("%s|%d|%d|%d|%.4f|%d|%s|%t|%s|%s|%s", st.State, st.AppliedEvents, st.SkippedEvents, st.LateEvents, st.Progress, st.LagEvents, st.Error, st.Drift, st.LiveVersion, st.PreviousVersion, st.AutoPromoteHeld)
 		last := l.published.last[st.Key]
 		if last.fingerprint == fp && now.Sub(last.at) < statusRefresh {
 			continue
