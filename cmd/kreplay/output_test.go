@@ -243,3 +243,16 @@ func TestWriteVerifyReport(t *testing.T) {
 		"promoting stock_v2 removes, retypes or moves columns readers of the live views see: kreplay promote stock_v2 needs --allow-shape-change\n"+
 		"PASSED: stock_v2 matches stock_v1 (1 comparison)\n")
 }
+
+// The drift footnote's advice: create when the live version drifts and nothing runs the config's
+// definition, promote when a version runs it, nothing when only a retired version drifts.
+func TestDriftAdvice(t *testing.T) {
+	t.Parallel()
+	live := control.Status{Key: "p_v1", Projection: "p", State: "live", Live: true, Drift: true}
+	require.Equal(t, "; roll it out with kreplay create", driftAdvice([]control.Status{live}))
+	replay := control.Status{Key: "p_v2", Projection: "p", State: "tailing"}
+	require.Equal(t, "; promote the version that runs the config's definition", driftAdvice([]control.Status{live, replay}))
+	retired := control.Status{Key: "p_v1", Projection: "p", State: "retired", Drift: true}
+	promoted := control.Status{Key: "p_v2", Projection: "p", State: "live", Live: true}
+	require.Empty(t, driftAdvice([]control.Status{retired, promoted}))
+}

@@ -255,10 +255,33 @@ func writeStatusTable(w io.Writer, sts []control.Status) error {
 		return err
 	}
 	if drift {
-		_, err := fmt.Fprintln(w, "* the projection's definition in serve's config differs from this version's snapshot (drift); roll it out with kreplay create")
+		_, err := fmt.Fprintln(w, "* the projection's definition in serve's config differs from this version's snapshot (drift)"+driftAdvice(sts))
 		return err
 	}
 	return nil
+}
+
+// driftAdvice says what to do about drift: roll the config's definition out when a live version
+// drifts and no version runs it, promote the one that runs it when one does; a retired or
+// replaying version that drifts while the live one matches the config needs nothing.
+func driftAdvice(sts []control.Status) string {
+	matches := map[string]bool{} // projection -> a version (not removed) runs the config's definition
+	for _, st := range sts {
+		if !st.Drift && st.State != "removed" {
+			matches[st.Projection] = true
+		}
+	}
+	advice := ""
+	for _, st := range sts {
+		if !st.Live || !st.Drift {
+			continue
+		}
+		if !matches[st.Projection] {
+			return "; roll it out with kreplay create"
+		}
+		advice = "; promote the version that runs the config's definition"
+	}
+	return advice
 }
 
 // writeStatusDetail is `kreplay status KEY`.
@@ -284,7 +307,11 @@ func writeStatusDetail(w io.Writer, st control.Status, now time.Time) error {
 	t.row("lag:", formatCount(st.LagEvents)+" events, "+formatSeconds(st.LagSeconds))
 	def := orDash(st.DefinitionHash)
 	if st.Drift {
-		def += " (drift: serve's config defines the projection differently; roll it out with kreplay create)"
+		def += " (drift: serve's config defines the projection differently"
+		if st.Live {
+			def += "; roll it out with kreplay create"
+		}
+		def += ")"
 	}
 	t.row("definition:", def)
 	t.row("options:", formatOptions(st))
