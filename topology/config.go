@@ -523,6 +523,9 @@ func (c *Config) validateProjections(v *validator) {
 		if p.IdleTimeout <= 0 {
 			v.add("%s: idle_timeout %s: must be positive, such as 1s", name, p.IdleTimeout)
 		}
+		if p.Ordering == OrderingPartition && p.MaxLateness != nil {
+			v.add("%s: max_lateness: only ordering global merges partitions; remove it, or set ordering: global", name)
+		}
 		if l := p.Lateness(); l < 0 || l > maxLateness {
 			v.add("%s: max_lateness %s: must be between 0s (hold nothing back) and %s", name, l, maxLateness)
 		}

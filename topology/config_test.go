@@ -647,4 +647,10 @@ func TestMaxLateness(t *testing.T) {
 	require.ErrorContains(t, err, `projection "p": max_lateness -1s: must be between 0s (hold nothing back) and 1m0s`)
 	_, err = parse("2m")
 	require.ErrorContains(t, err, "max_lateness 2m0s: must be between 0s")
+
+	// ordering: partition has no merge: the setting would do nothing.
+	c, err = Parse([]byte("sources:\n  - topic: a\nprojections:\n  - name: p\n    ordering: partition\n    max_lateness: 2s\n    sources: [a]\n    tables: [CREATE TABLE t (id text PRIMARY KEY)]\n    handlers: {E: \"INSERT INTO t VALUES (@event_id)\"}\n"))
+	require.NoError(t, err)
+	c.SetDefaults()
+	require.ErrorContains(t, c.Validate(), `projection "p": max_lateness: only ordering global merges partitions; remove it, or set ordering: global`)
 }

@@ -296,7 +296,7 @@ func (p *Projection) setDefaults() {
 	if p.IdleTimeout == 0 {
 		p.IdleTimeout = time.Second
 	}
-	if p.MaxLateness == nil {
+	if p.MaxLateness == nil && p.Ordering == OrderingGlobal {
 		d := DefaultMaxLateness
 		p.MaxLateness = &d
 	}
