@@ -13,16 +13,13 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
-	"runtime/pprof"
 	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/kreplay/kreplay/processor"
 	"github.com/kreplay/kreplay/processor/projector"
 	"github.com/kreplay/kreplay/topology"
 )
@@ -58,39 +55,6 @@ func codeProjector() *projector.Projector {
 		Checks:   []string{"SELECT count(*) FROM " + codeProjection, "SELECT coalesce(sum(total), 0) FROM " + codeProjection},
 		Handlers: map[string]projector.Handler{"MoneyDeposited": handler(1), "MoneyWithdrawn": handler(-1)},
 	}
-}
-
-// runCodeChild is the bench re-executed as `-child serve-code -config FILE`: the processor with
-// the Go projector, until SIGTERM.
-func runCodeChild(configPath, cpuprofile string, verbose bool) int {
-	cfg, err := topology.ReadFile(configPath, func(string) string { return "" })
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "bench child: %v\n", err)
-		return 2
-	}
-	if cpuprofile != "" {
-		f, err := os.Create(cpuprofile)
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "bench child: %v\n", err)
-			return 2
-		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			fmt.Fprintf(os.Stderr, "bench child: cpu profile: %v\n", err)
-			return 2
-		}
-		defer func() {
-			pprof.StopCPUProfile()
-			_ = f.Close()
-		}()
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
-	opts := processor.Options{Logger: logger(verbose), Projectors: []*projector.Projector{codeProjector()}}
-	if err := processor.New(cfg, opts).Run(ctx); err != nil {
-		fmt.Fprintf(os.Stderr, "bench child: %v\n", err)
-		return 1
-	}
-	return 0
 }
 
 // codeYAML is the child's config: kafka, postgres and the source, without projections (the

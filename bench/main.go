@@ -126,9 +126,6 @@ func run() int {
 		}
 		return 2
 	}
-	if child == codeChildMode {
-		return runCodeChild(config, o.cpuprofile, o.verbose)
-	}
 	if child != "" {
 		return runChild(child, config, o.cpuprofile, o.verbose)
 	}

@@ -20,17 +20,28 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/kreplay/kreplay/processor"
+	"github.com/kreplay/kreplay/processor/projector"
 	"github.com/kreplay/kreplay/topology"
 )
 
 // runChild is the bench re-executed as `-child serve -config FILE`: the real processor, as
-// `kreplay serve` runs it, until SIGTERM. With cpuprofile it profiles the whole run.
+// `kreplay serve` runs it, until SIGTERM; with `-child serve-code` (codeChildMode) the config
+// file has no projections and the processor runs the Go projector. With cpuprofile it profiles
+// the whole run.
 func runChild(mode, configPath, cpuprofile string, verbose bool) int {
-	if mode != "serve" {
+	opts := processor.Options{Logger: logger(verbose)}
+	var cfg *topology.Config
+	var err error
+	switch mode {
+	case "serve":
+		cfg, err = topology.Load(configPath, func(string) string { return "" })
+	case codeChildMode: // the Go projector: the file has no projections
+		cfg, err = topology.ReadFile(configPath, func(string) string { return "" })
+		opts.Projectors = []*projector.Projector{codeProjector()}
+	default:
 		fmt.Fprintf(os.Stderr, "bench child: unknown mode %q\n", mode)
 		return 2
 	}
-	cfg, err := topology.Load(configPath, func(string) string { return "" })
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "bench child: %v\n", err)
 		return 2
@@ -52,7 +63,7 @@ func runChild(mode, configPath, cpuprofile string, verbose bool) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	if err := processor.New(cfg, processor.Options{Logger: logger(verbose)}).Run(ctx); err != nil {
+	if err := processor.New(cfg, opts).Run(ctx); err != nil {
 		fmt.Fprintf(os.Stderr, "bench child: %v\n", err)
 		return 1
 	}
