@@ -8,5 +8,6 @@ func (m *Manager) PromoteLag(ctx context.Context, key string) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	return m.lagEvents(ctx, v)
+	lag, _, err := m.lagBeside(ctx, v, "")
+	return lag, err
 }

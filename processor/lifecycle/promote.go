@@ -167,15 +167,9 @@ func CaughtUp(lag, liveLag, maxLag int64) bool {
 	return lag <= maxLag || (liveLag >= 0 && lag <= liveLag)
 }
 
-// lagEvents is a version's lag as its status measures it (see PartitionLag): the sum over its
-// partitions of last stable offset minus next offset.
-func (m *Manager) lagEvents(ctx context.Context, v *store.Version) (int64, error) {
-	lag, _, err := m.lagBeside(ctx, v, "")
-	return lag, err
-}
-
-// lagBeside is v's lag and the live version's (live; -1 when "" or v itself), measured against
-// the same end offsets.
+// lagBeside is v's lag as its status measures it (see PartitionLag: the sum over its partitions
+// of last stable offset minus next offset) and the live version's (live; -1 when "" or v
+// itself), measured against the same end offsets.
 func (m *Manager) lagBeside(ctx context.Context, v *store.Version, live string) (lag, liveLag int64, err error) {
 	var lv *store.Version
 	if live != "" && live != v.Key {
