@@ -67,7 +67,8 @@ type Applier struct {
 	conn     *pgx.Conn
 
 	folds []*foldPlan
-	own   *Prepared // Apply's
+	own   *Prepared  // Apply's
+	stmts statements // the wire path's prepared statements (wire.go)
 }
 
 // Prepared is a batch ready to send: its statements built and their arguments bound. Building it
@@ -88,6 +89,7 @@ type Prepared struct {
 	sq      StatementQueue // the pipelined Go handlers' queue, reused event after event
 	txs     []txItem       // events with a transactional Go handler, in order
 	prepErr error          // what a pipelined Go handler returned (Execute returns it, or prepares again)
+	wire    wire           // the batch encoded for the wire path (wire.go)
 }
 
 // queued is a statement of a batch: an event's handler (item >= 0) or a fold (fold >= 0).
@@ -144,6 +146,7 @@ func (a *Applier) connect(ctx context.Context) error {
 		return fmt.Errorf("applier %s: connect: %w", a.key, err)
 	}
 	a.conn = conn
+	a.stmts.reset()
 	return nil
 }
 
@@ -243,6 +246,9 @@ func (a *Applier) Prepare(p *Prepared, generation int32, items []Item) {
 		p.batch.Queue(sql, args...)
 		p.queued = append(p.queued, queued{item: -1, fold: fold})
 	})
+	if a.code == nil {
+		a.encode(p)
+	}
 }
 
 // prepareCode applies a code projection's Go handler for items[i] to p: a pipelined handler
@@ -289,6 +295,9 @@ func (a *Applier) Execute(ctx context.Context, p *Prepared) (ApplyResult, error)
 	}
 	if err := a.connect(ctx); err != nil {
 		return ApplyResult{}, err
+	}
+	if a.code == nil {
+		return a.executeWire(ctx, p)
 	}
 	if p.sent {
 		// pgx records in each queued query the prepared statement it became on the connection it

@@ -1,0 +1,179 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
+)
+
+// The wire path: a batch of SQL handlers and folds is encoded into the protocol's messages by
+// Prepare, while the previous batch executes, so that Execute only writes bytes and reads
+// results. pgx's SendBatch encodes every argument after it is called, and PostgreSQL waits for
+// that: about a fifth of a 2,000-statement batch's time on the bench's machine (docs/PERFORMANCE.md,
+// "Encoding while the previous batch executes").
+//
+// The statements are prepared on the applier's connection under names of their own, once per
+// connection; Prepare encodes with the descriptions of the connection it saw, and Execute encodes
+// again if that connection is gone. A code projection's batches keep pgx's path: their SQL is the
+// user's, so preparing each new statement by name could grow without bound.
+
+// statements are an applier's prepared statements on its current connection. Prepare reads them
+// while Execute (on another goroutine) may add to them or, after a reconnection, start over.
+type statements struct {
+	mu    sync.Mutex
+	conn  int // which connection they belong to: incremented at every connect
+	descs map[string]*pgconn.StatementDescription
+}
+
+// snapshot returns the connection number and the description of each SQL of qs, or ok false
+// if one of them is not prepared on that connection yet.
+func (s *statements) snapshot(qs []*pgx.QueuedQuery, into []*pgconn.StatementDescription) (int, []*pgconn.StatementDescription, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	into = into[:0]
+	for _, q := range qs {
+		sd := s.descs[q.SQL]
+		if sd == nil {
+			return 0, into, false
+		}
+		into = append(into, sd)
+	}
+	return s.conn, into, true
+}
+
+// reset forgets the statements of a closed connection.
+func (s *statements) reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.conn++
+	s.descs = nil
+}
+
+// wire is a Prepared batch's encoding.
+type wire struct {
+	batch *pgconn.Batch // nil: not encoded (or already sent)
+	conn  int           // the connection whose statements it names
+	err   error         // an argument that could not be encoded
+	at    int           // the statement whose argument it is
+	descs []*pgconn.StatementDescription
+	eqb   pgx.ExtendedQueryBuilder
+	types *pgtype.Map // the Prepared's own: Prepare and Execute run on different goroutines
+}
+
+// textResult asks for kreplay.advance's state as text.
+var textResult = []int16{pgtype.TextFormatCode}
+
+// encode encodes p's statements with the statements the applier prepared on its current
+// connection; it leaves p.wire.batch nil when one of them is not prepared there yet.
+func (a *Applier) encode(p *Prepared) {
+	w := &p.wire
+	w.batch, w.err = nil, nil
+	conn, descs, ok := a.stmts.snapshot(p.batch.QueuedQueries, w.descs)
+	w.descs = descs
+	if !ok {
+		return
+	}
+	if w.types == nil {
+		w.types = pgtype.NewMap()
+	}
+	b := &pgconn.Batch{}
+	for i, q := range p.batch.QueuedQueries {
+		sd := descs[i]
+		if err := w.eqb.Build(w.types, sd, q.Arguments); err != nil {
+			w.err, w.at = err, i
+			return
+		}
+		results := w.eqb.ResultFormats
+		if i == 0 {
+			results = textResult
+		}
+		b.ExecStatement(sd, w.eqb.ParamValues, w.eqb.ParamFormats, results)
+	}
+	w.batch, w.conn = b, conn
+}
+
+// prepareStatements prepares on the applier's connection the statements of p it has not
+// prepared there yet. An error is PostgreSQL's refusal of one of them (a column the handler
+// names is gone, say), with the statement's index in p.
+func (a *Applier) prepareStatements(ctx context.Context, p *Prepared) (int, error) {
+	a.stmts.mu.Lock()
+	defer a.stmts.mu.Unlock()
+	if a.stmts.descs == nil {
+		a.stmts.descs = map[string]*pgconn.StatementDescription{}
+	}
+	for i, q := range p.batch.QueuedQueries {
+		if a.stmts.descs[q.SQL] != nil {
+			continue
+		}
+		sd, err := a.conn.Prepare(ctx, "kreplay_"+strconv.Itoa(len(a.stmts.descs)), q.SQL)
+		if err != nil {
+			return i, err
+		}
+		a.stmts.descs[q.SQL] = sd
+	}
+	return 0, nil
+}
+
+// executeWire sends p as one implicit transaction on the wire path; see Apply for its errors.
+func (a *Applier) executeWire(ctx context.Context, p *Prepared) (ApplyResult, error) {
+	w := &p.wire
+	if w.batch == nil || w.conn != a.stmts.current() {
+		if i, err := a.prepareStatements(ctx, p); err != nil {
+			return ApplyResult{}, a.classify(ctx, err, p, p.queuedAt(i))
+		}
+		a.encode(p)
+	}
+	if w.err != nil {
+		return ApplyResult{}, a.classify(ctx, w.err, p, p.queuedAt(w.at))
+	}
+	if w.batch == nil {
+		return ApplyResult{}, fmt.Errorf("apply %s: a statement of the batch was not prepared", a.key)
+	}
+	mrr := a.conn.PgConn().ExecBatch(ctx, w.batch)
+	w.batch = nil // ExecBatch appended its Sync: a retry encodes again
+	var state State
+	for i := range len(p.batch.QueuedQueries) {
+		if !mrr.NextResult() {
+			err := mrr.Close()
+			if err == nil {
+				err = fmt.Errorf("apply %s: PostgreSQL answered %d of the batch's %d statements", a.key, i, len(p.batch.QueuedQueries))
+			}
+			return ApplyResult{}, a.classify(ctx, err, p, p.queuedAt(i))
+		}
+		rr := mrr.ResultReader()
+		if i == 0 && rr.NextRow() {
+			if v := rr.Values(); len(v) == 1 {
+				state = State(v[0])
+			}
+		}
+		if _, err := rr.Close(); err != nil {
+			_ = mrr.Close()
+			return ApplyResult{}, a.classify(ctx, err, p, p.queuedAt(i))
+		}
+	}
+	if err := mrr.Close(); err != nil {
+		return ApplyResult{}, a.classify(ctx, err, p, queued{item: -1, fold: -1})
+	}
+	return ApplyResult{State: state, Handled: p.handled}, nil
+}
+
+// current is the number of the applier's current connection.
+func (s *statements) current() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.conn
+}
+
+// queuedAt is statement i of p's batch as classify takes it: the checkpoint (i == 0), an event's
+// handler, or a fold.
+func (p *Prepared) queuedAt(i int) queued {
+	if i <= 0 || i > len(p.queued) {
+		return queued{item: -1, fold: -1}
+	}
+	return p.queued[i-1]
+}
