@@ -18,8 +18,9 @@ import (
 // and for the ceilings: a replay whose cost per event grows with the history shows a ratio above
 // the ceilings'.
 
-// growthScenarios are the scenarios run again at the growth size.
-var growthScenarios = []string{"ceiling_batch", "ceiling_set", "kreplay_global", "kreplay_fold"}
+// growthScenarios are the scenarios run again at the growth size, each kreplay scenario right
+// after its ceiling (see runBench).
+var growthScenarios = []string{"ceiling_batch", "kreplay_global", "ceiling_set", "kreplay_fold"}
 
 // growthResult is the growth mode's part of results.json.
 type growthResult struct {
