@@ -246,7 +246,7 @@ func (a *Applier) Prepare(p *Prepared, generation int32, items []Item) {
 		p.batch.Queue(sql, args...)
 		p.queued = append(p.queued, queued{item: -1, fold: fold})
 	})
-	if a.code == nil {
+	if a.onWire() {
 		a.encode(p)
 	}
 }
@@ -296,7 +296,7 @@ func (a *Applier) Execute(ctx context.Context, p *Prepared) (ApplyResult, error)
 	if err := a.connect(ctx); err != nil {
 		return ApplyResult{}, err
 	}
-	if a.code == nil {
+	if a.onWire() {
 		return a.executeWire(ctx, p)
 	}
 	if p.sent {

@@ -11,16 +11,23 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
-// The wire path: a batch of SQL handlers and folds is encoded into the protocol's messages by
+// The wire path: a batch of SQL handlers is encoded into the protocol's messages by
 // Prepare, while the previous batch executes, so that Execute only writes bytes and reads
 // results. pgx's SendBatch encodes every argument after it is called, and PostgreSQL waits for
-// that: about a fifth of a 2,000-statement batch's time on the bench's machine (docs/PERFORMANCE.md,
-// "Encoding while the previous batch executes").
+// that: with 2,000 statements per transaction on one connection it was idle 15% of the time, 5%
+// with the batches encoded ahead (docs/PERFORMANCE.md, "Encoding while the previous batch
+// executes").
 //
 // The statements are prepared on the applier's connection under names of their own, once per
 // connection; Prepare encodes with the descriptions of the connection it saw, and Execute encodes
 // again if that connection is gone. A code projection's batches keep pgx's path: their SQL is the
-// user's, so preparing each new statement by name could grow without bound.
+// user's, so preparing each new statement by name could grow without bound. So do folds: a
+// fold's batch is one statement of megabytes, which PostgreSQL takes far longer to run than pgx
+// to encode, and two such batches encoded at once (one executing, one prepared) raised the fold
+// replay's peak RSS by about 40 MiB.
+
+// onWire says whether the applier's batches take the wire path.
+func (a *Applier) onWire() bool { return a.code == nil && len(a.folds) == 0 }
 
 // statements are an applier's prepared statements on its current connection. Prepare reads them
 // while Execute (on another goroutine) may add to them or, after a reconnection, start over.
