@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 
@@ -18,6 +19,19 @@ import (
 func openWithReader(t *testing.T, role string) *store.Store {
 	t.Helper()
 	ctx := context.Background()
+	// Registered before the database's cleanup, so it runs after it: the role's grants go with the
+	// database, and then the role can go too (roles are the server's, and would outlive the test).
+	t.Cleanup(func() {
+		conn, err := pgx.Connect(ctx, storetest.ServerURL())
+		if err != nil {
+			t.Errorf("drop role %s: %v", role, err)
+			return
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, "DROP ROLE IF EXISTS "+role); err != nil {
+			t.Errorf("drop role %s: %v", role, err)
+		}
+	})
 	s, _ := storetest.Open(t, store.Config{LockTimeout: 100 * time.Millisecond, ReaderRole: role})
 	_, _ = s.Pool().Exec(ctx, "CREATE ROLE "+role+" NOLOGIN")
 	return s
