@@ -30,15 +30,17 @@ import (
 func (a *Applier) onWire() bool { return a.code == nil && len(a.folds) == 0 }
 
 // statements are an applier's prepared statements on its current connection. Prepare reads them
-// while Execute (on another goroutine) may add to them or, after a reconnection, start over.
+// while Execute (on another goroutine) may add to them, forget them, or, after a reconnection,
+// start over.
 type statements struct {
 	mu    sync.Mutex
-	conn  int // which connection they belong to: incremented at every connect
+	gen   int // incremented at every connect and whenever they are forgotten: batches encoded before must be encoded again
+	seq   int // names them: kreplay_<seq>, never reused on a connection
 	descs map[string]*pgconn.StatementDescription
 }
 
-// snapshot returns the connection number and the description of each SQL of qs, or ok false
-// if one of them is not prepared on that connection yet.
+// snapshot returns the statements' generation and the description of each SQL of qs, or ok
+// false if one of them is not prepared yet.
 func (s *statements) snapshot(qs []*pgx.QueuedQuery, into []*pgconn.StatementDescription) (int, []*pgconn.StatementDescription, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -50,21 +52,33 @@ func (s *statements) snapshot(qs []*pgx.QueuedQuery, into []*pgconn.StatementDes
 		}
 		into = append(into, sd)
 	}
-	return s.conn, into, true
+	return s.gen, into, true
 }
 
 // reset forgets the statements of a closed connection.
-func (s *statements) reset() {
+func (s *statements) reset() { s.take() }
+
+// take forgets the statements and returns them.
+func (s *statements) take() map[string]*pgconn.StatementDescription {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.conn++
+	s.gen++
+	descs := s.descs
 	s.descs = nil
+	return descs
+}
+
+// current is the statements' generation.
+func (s *statements) current() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.gen
 }
 
 // wire is a Prepared batch's encoding.
 type wire struct {
 	batch *pgconn.Batch // nil: not encoded (or already sent)
-	conn  int           // the connection whose statements it names
+	gen   int           // the generation of the statements it names
 	err   error         // an argument that could not be encoded
 	at    int           // the statement whose argument it is
 	descs []*pgconn.StatementDescription
@@ -80,7 +94,7 @@ var textResult = []int16{pgtype.TextFormatCode}
 func (a *Applier) encode(p *Prepared) {
 	w := &p.wire
 	w.batch, w.err = nil, nil
-	conn, descs, ok := a.stmts.snapshot(p.batch.QueuedQueries, w.descs)
+	gen, descs, ok := a.stmts.snapshot(p.batch.QueuedQueries, w.descs)
 	w.descs = descs
 	if !ok {
 		return
@@ -95,13 +109,15 @@ func (a *Applier) encode(p *Prepared) {
 			w.err, w.at = err, i
 			return
 		}
-		results := w.eqb.ResultFormats
+		// Results in text: only kreplay.advance's is read, and text needs no binary output
+		// function of a type a handler might return.
+		var results []int16
 		if i == 0 {
 			results = textResult
 		}
 		b.ExecStatement(sd, w.eqb.ParamValues, w.eqb.ParamFormats, results)
 	}
-	w.batch, w.conn = b, conn
+	w.batch, w.gen = b, gen
 }
 
 // prepareStatements prepares on the applier's connection the statements of p it has not
@@ -117,7 +133,8 @@ func (a *Applier) prepareStatements(ctx context.Context, p *Prepared) (int, erro
 		if a.stmts.descs[q.SQL] != nil {
 			continue
 		}
-		sd, err := a.conn.Prepare(ctx, "kreplay_"+strconv.Itoa(len(a.stmts.descs)), q.SQL)
+		a.stmts.seq++
+		sd, err := a.conn.Prepare(ctx, "kreplay_"+strconv.Itoa(a.stmts.seq), q.SQL)
 		if err != nil {
 			return i, err
 		}
@@ -129,8 +146,9 @@ func (a *Applier) prepareStatements(ctx context.Context, p *Prepared) (int, erro
 // executeWire sends p as one implicit transaction on the wire path; see Apply for its errors.
 func (a *Applier) executeWire(ctx context.Context, p *Prepared) (ApplyResult, error) {
 	w := &p.wire
-	if w.batch == nil || w.conn != a.stmts.current() {
+	if w.batch == nil || w.gen != a.stmts.current() {
 		if i, err := a.prepareStatements(ctx, p); err != nil {
+			a.forget(ctx)
 			return ApplyResult{}, a.classify(ctx, err, p, p.queuedAt(i))
 		}
 		a.encode(p)
@@ -141,16 +159,28 @@ func (a *Applier) executeWire(ctx context.Context, p *Prepared) (ApplyResult, er
 	if w.batch == nil {
 		return ApplyResult{}, fmt.Errorf("apply %s: a statement of the batch was not prepared", a.key)
 	}
-	mrr := a.conn.PgConn().ExecBatch(ctx, w.batch)
-	w.batch = nil // ExecBatch appended its Sync: a retry encodes again
+	state, i, err := a.sendWire(ctx, p)
+	if err != nil {
+		a.forget(ctx)
+		return ApplyResult{}, a.classify(ctx, err, p, p.queuedAt(i))
+	}
+	return ApplyResult{State: state, Handled: p.handled}, nil
+}
+
+// sendWire writes p's encoded batch and reads its results: kreplay.advance's state, or the
+// error and the index of the statement it came from (-1: the batch as a whole).
+func (a *Applier) sendWire(ctx context.Context, p *Prepared) (State, int, error) {
+	mrr := a.conn.PgConn().ExecBatch(ctx, p.wire.batch)
+	p.wire.batch = nil // ExecBatch appended its Sync: a retry encodes again
 	var state State
-	for i := range len(p.batch.QueuedQueries) {
+	n := len(p.batch.QueuedQueries)
+	for i := range n {
 		if !mrr.NextResult() {
 			err := mrr.Close()
 			if err == nil {
-				err = fmt.Errorf("apply %s: PostgreSQL answered %d of the batch's %d statements", a.key, i, len(p.batch.QueuedQueries))
+				err = fmt.Errorf("apply %s: PostgreSQL answered %d of the batch's %d statements", a.key, i, n)
 			}
-			return ApplyResult{}, a.classify(ctx, err, p, p.queuedAt(i))
+			return "", i, err
 		}
 		rr := mrr.ResultReader()
 		if i == 0 && rr.NextRow() {
@@ -160,20 +190,27 @@ func (a *Applier) executeWire(ctx context.Context, p *Prepared) (ApplyResult, er
 		}
 		if _, err := rr.Close(); err != nil {
 			_ = mrr.Close()
-			return ApplyResult{}, a.classify(ctx, err, p, p.queuedAt(i))
+			return "", i, err
 		}
 	}
-	if err := mrr.Close(); err != nil {
-		return ApplyResult{}, a.classify(ctx, err, p, queued{item: -1, fold: -1})
-	}
-	return ApplyResult{State: state, Handled: p.handled}, nil
+	return state, -1, mrr.Close()
 }
 
-// current is the number of the applier's current connection.
-func (s *statements) current() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.conn
+// forget deallocates the applier's statements after PostgreSQL refused a batch, as pgx drops its
+// statement cache: a statement keeps the parameter and result types of when it was prepared, so
+// that after a table changed (a column retyped, say) it would fail for good, where preparing it
+// again succeeds. On a connection that failed there is nothing to deallocate: the next connection
+// starts without them.
+func (a *Applier) forget(ctx context.Context) {
+	descs := a.stmts.take()
+	if a.conn == nil || a.conn.IsClosed() || ctx.Err() != nil {
+		return
+	}
+	for _, sd := range descs {
+		if err := a.conn.Deallocate(ctx, sd.Name); err != nil {
+			return // the names are not reused: a statement left behind is only unused
+		}
+	}
 }
 
 // queuedAt is statement i of p's batch as classify takes it: the checkpoint (i == 0), an event's

@@ -117,3 +117,48 @@ func TestEncodedAheadBatchesWriteWhatPgxWrites(t *testing.T) {
 	require.Equal(t, int64(5), scalar(t, s, "SELECT count(*) FROM args_v1.seen"))
 	require.Equal(t, int64(5), scalar(t, s, "SELECT sum(next_offset) FROM kreplay.checkpoints WHERE version = 'args_v1'"))
 }
+
+// A table changed under prepared statements (a column retyped) makes the batch fail once, as an
+// error of the environment; the statements are then prepared again, and the batch goes through
+// with the new types. (Kept prepared, they failed with 42804 for good, and the lane retried
+// forever.)
+func TestARetypedColumnIsPreparedAgain(t *testing.T) {
+	t.Parallel()
+	s, _ := open(t)
+	ctx := context.Background()
+	def := definition(t, `sources:
+  - topic: bank
+projections:
+  - name: ids
+    sources: [bank]
+    tables:
+      - CREATE TABLE seen (aggregate_id text, event_id text)
+    handlers:
+      Deposited: INSERT INTO seen VALUES (@aggregate_id, @event_id)
+`)
+	_, err := s.CreateVersion(ctx, store.NewVersion{Key: "ids_v1", Definition: def,
+		Start: []store.PartitionStart{{Topic: "bank", Partition: 0, Target: 100}}})
+	require.NoError(t, err)
+	_, err = s.Claim(ctx, "ids_v1", 1, "m", []store.TopicPartition{{Topic: "bank", Partition: 0}}, false)
+	require.NoError(t, err)
+	a, err := s.NewApplier(store.ApplierConfig{Key: "ids_v1", Definition: def})
+	require.NoError(t, err)
+	defer a.Close(ctx)
+	const id = "0b6f2a1e-7c1d-4a51-9f3e-2b7d1c9a8e10"
+	it := func(offset int64) store.Item {
+		return store.Item{Event: topology.Event{ID: id, Type: "Deposited", AggregateID: "a", Topic: "bank", Offset: offset}, Next: offset + 1}
+	}
+	_, err = a.Apply(ctx, 1, []store.Item{it(0)})
+	require.NoError(t, err)
+
+	_, err = s.Pool().Exec(ctx, "ALTER TABLE ids_v1.seen DROP COLUMN event_id, ADD COLUMN event_id uuid")
+	require.NoError(t, err)
+	_, err = a.Apply(ctx, 1, []store.Item{it(1)})
+	require.Error(t, err, "the statement prepared for a text column meets a uuid column")
+	var herr *store.HandlerError
+	require.False(t, errors.As(err, &herr), "a table that changed is not the event's fault: %v", err)
+	_, err = a.Apply(ctx, 1, []store.Item{it(1)})
+	require.NoError(t, err, "prepared again, for the uuid column")
+	require.Equal(t, int64(1), scalar(t, s, "SELECT count(*) FROM ids_v1.seen WHERE event_id = $1::uuid", id))
+	require.Equal(t, int64(2), scalar(t, s, "SELECT next_offset FROM kreplay.checkpoints WHERE version = 'ids_v1'"))
+}
