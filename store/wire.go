@@ -19,8 +19,8 @@ import (
 // executes").
 //
 // The statements are prepared on the applier's connection under names of their own, once per
-// connection; Prepare encodes with the descriptions of the connection it saw, and Execute encodes
-// again if that connection is gone. A code projection's batches keep pgx's path: their SQL is the
+// connection and again after PostgreSQL refused a batch (see forget); Prepare encodes with the
+// statements it saw, and Execute encodes again if they are gone. A code projection's batches keep pgx's path: their SQL is the
 // user's, so preparing each new statement by name could grow without bound. So do folds: a
 // fold's batch is one statement of megabytes, which PostgreSQL takes far longer to run than pgx
 // to encode, and two such batches encoded at once (one executing, one prepared) raised the fold
