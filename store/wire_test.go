@@ -38,15 +38,8 @@ func TestEncodedAheadBatchesWriteWhatPgxWrites(t *testing.T) {
 	s, _ := open(t)
 	ctx := context.Background()
 	def := definition(t, everyArgYAML)
-	_, err := s.CreateVersion(ctx, store.NewVersion{Key: "args_v1", Definition: def,
-		Start: []store.PartitionStart{{Topic: "bank", Partition: 0, Target: 100}, {Topic: "bank", Partition: 3, Target: 100}}})
-	require.NoError(t, err)
-	tps := []store.TopicPartition{{Topic: "bank", Partition: 0}, {Topic: "bank", Partition: 3}}
-	_, err = s.Claim(ctx, "args_v1", 1, "m", tps, false)
-	require.NoError(t, err)
-	a, err := s.NewApplier(store.ApplierConfig{Key: "args_v1", Definition: def})
-	require.NoError(t, err)
-	defer a.Close(ctx)
+	a := claimedApplier(t, s, "args_v1", def, 0, 3)
+	var err error
 
 	at := time.Date(2026, 12, 7, 6, 30, 1, 123456789, time.FixedZone("x", 3600))
 	ev := func(id string, partition int32, offset, version int64, data []byte) store.Item {
@@ -136,19 +129,12 @@ projections:
     handlers:
       Deposited: INSERT INTO seen VALUES (@aggregate_id, @event_id)
 `)
-	_, err := s.CreateVersion(ctx, store.NewVersion{Key: "ids_v1", Definition: def,
-		Start: []store.PartitionStart{{Topic: "bank", Partition: 0, Target: 100}}})
-	require.NoError(t, err)
-	_, err = s.Claim(ctx, "ids_v1", 1, "m", []store.TopicPartition{{Topic: "bank", Partition: 0}}, false)
-	require.NoError(t, err)
-	a, err := s.NewApplier(store.ApplierConfig{Key: "ids_v1", Definition: def})
-	require.NoError(t, err)
-	defer a.Close(ctx)
+	a := claimedApplier(t, s, "ids_v1", def, 0)
 	const id = "0b6f2a1e-7c1d-4a51-9f3e-2b7d1c9a8e10"
 	it := func(offset int64) store.Item {
 		return store.Item{Event: topology.Event{ID: id, Type: "Deposited", AggregateID: "a", Topic: "bank", Offset: offset}, Next: offset + 1}
 	}
-	_, err = a.Apply(ctx, 1, []store.Item{it(0)})
+	_, err := a.Apply(ctx, 1, []store.Item{it(0)})
 	require.NoError(t, err)
 
 	_, err = s.Pool().Exec(ctx, "ALTER TABLE ids_v1.seen DROP COLUMN event_id, ADD COLUMN event_id uuid")
@@ -161,4 +147,25 @@ projections:
 	require.NoError(t, err, "prepared again, for the uuid column")
 	require.Equal(t, int64(1), scalar(t, s, "SELECT count(*) FROM ids_v1.seen WHERE event_id = $1::uuid", id))
 	require.Equal(t, int64(2), scalar(t, s, "SELECT next_offset FROM kreplay.checkpoints WHERE version = 'ids_v1'"))
+}
+
+// claimedApplier creates version key of def, started at offset 0 of the given partitions of
+// bank (targets 100), claims them for generation 1, and returns an applier of it.
+func claimedApplier(t *testing.T, s *store.Store, key string, def topology.Definition, partitions ...int32) *store.Applier {
+	t.Helper()
+	ctx := context.Background()
+	var starts []store.PartitionStart
+	var tps []store.TopicPartition
+	for _, p := range partitions {
+		starts = append(starts, store.PartitionStart{Topic: "bank", Partition: p, Target: 100})
+		tps = append(tps, store.TopicPartition{Topic: "bank", Partition: p})
+	}
+	_, err := s.CreateVersion(ctx, store.NewVersion{Key: key, Definition: def, Start: starts})
+	require.NoError(t, err)
+	_, err = s.Claim(ctx, key, 1, "m", tps, false)
+	require.NoError(t, err)
+	a, err := s.NewApplier(store.ApplierConfig{Key: key, Definition: def})
+	require.NoError(t, err)
+	t.Cleanup(func() { a.Close(context.Background()) })
+	return a
 }
