@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -67,17 +66,8 @@ var statusGauges = []string{"kreplay_lag_events", "kreplay_lag_seconds", "krepla
 type exposition struct {
 	types   map[string]string          // family -> counter, gauge, histogram, ...
 	labels  map[string]map[string]bool // family -> label names seen on its samples
-	samples []sample
+	samples []testkit.Sample
 }
-
-type sample struct {
-	name   string
-	labels map[string]string
-	value  float64
-}
-
-var sampleRE = regexp.MustCompile(`^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})?\s+(\S+)`)
-var labelPairRE = regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"`)
 
 func parseExposition(t *testing.T, text string) exposition {
 	t.Helper()
@@ -92,20 +82,14 @@ func parseExposition(t *testing.T, text string) exposition {
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
-		m := sampleRE.FindStringSubmatch(line)
-		require.NotNil(t, m, "sample line %q", line)
-		v, err := strconv.ParseFloat(m[3], 64)
-		require.NoError(t, err, "sample line %q", line)
-		s := sample{name: m[1], labels: map[string]string{}, value: v}
-		for _, p := range labelPairRE.FindAllStringSubmatch(m[2], -1) {
-			s.labels[p[1]] = p[2]
-		}
+		s, err := testkit.ParseSample(line)
+		require.NoError(t, err)
 		e.samples = append(e.samples, s)
-		fam := e.family(s.name)
+		fam := e.family(s.Name)
 		if e.labels[fam] == nil {
 			e.labels[fam] = map[string]bool{}
 		}
-		for l := range s.labels {
+		for l := range s.Labels {
 			e.labels[fam][l] = true
 		}
 	}
@@ -139,11 +123,8 @@ func (e exposition) has(name string) bool {
 func (e exposition) value(name string, want map[string]string) float64 {
 	total := 0.0
 	for _, s := range e.samples {
-		if s.name != name {
-			continue
-		}
-		if hasLabels(s.labels, want) {
-			total += s.value
+		if s.Name == name && s.HasLabels(want) {
+			total += s.Value
 		}
 	}
 	return total
@@ -182,22 +163,13 @@ func (e exposition) unmet(exps []expectation) []string {
 	for _, x := range exps {
 		found := false
 		for _, s := range e.samples {
-			found = found || s.name == x.series && hasLabels(s.labels, x.labels)
+			found = found || s.Name == x.series && s.HasLabels(x.labels)
 		}
 		if got := e.value(x.series, x.labels); !found || got != x.want {
 			out = append(out, fmt.Sprintf("%s%v = %v (present: %v), want %v", x.series, x.labels, got, found, x.want))
 		}
 	}
 	return out
-}
-
-func hasLabels(have, want map[string]string) bool {
-	for k, v := range want {
-		if have[k] != v {
-			return false
-		}
-	}
-	return true
 }
 
 // kreplayRun is a real kreplay serve (in-process), with what the test did to it.

@@ -39,9 +39,9 @@ func TestStatusGaugesAreExportedOncePerInstallation(t *testing.T) {
 				continue // stopped
 			}
 			for _, s := range scrape(t, "http://"+in.p.HTTPAddr()+"/metrics") {
-				if s.name == name && hasLabels(s.labels, want) {
+				if s.Name == name && s.HasLabels(want) {
 					n++
-					sum += s.value
+					sum += s.Value
 				}
 			}
 		}
@@ -77,16 +77,8 @@ func TestStatusGaugesAreExportedOncePerInstallation(t *testing.T) {
 	testkit.EventuallyWhy(t, 20*time.Second, once)
 }
 
-// sample is one line of a /metrics page.
-type sample struct {
-	name   string
-	labels map[string]string
-	value  float64
-}
-
-// scrape reads a Prometheus text exposition (no escaped quotes in label values: kreplay's
-// labels have none).
-func scrape(t *testing.T, url string) []sample {
+// scrape reads the samples of a /metrics page.
+func scrape(t *testing.T, url string) []testkit.Sample {
 	t.Helper()
 	req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, url, nil)
 	require.NoError(t, err)
@@ -95,38 +87,16 @@ func scrape(t *testing.T, url string) []sample {
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
-	var out []sample
+	var out []testkit.Sample
 	for _, line := range strings.Split(string(body), "\n") {
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
-		s := sample{labels: map[string]string{}}
-		var rest string
-		if i := strings.IndexByte(line, '{'); i >= 0 {
-			j := strings.LastIndexByte(line, '}')
-			s.name, rest = line[:i], line[j+1:]
-			for _, kv := range strings.Split(line[i+1:j], ",") {
-				if k, v, ok := strings.Cut(kv, "="); ok {
-					s.labels[k] = strings.Trim(v, `"`)
-				}
-			}
-		} else {
-			s.name, rest, _ = strings.Cut(line, " ")
-		}
-		s.value, err = strconv.ParseFloat(strings.Fields(rest)[0], 64)
-		require.NoError(t, err, line)
+		s, err := testkit.ParseSample(line)
+		require.NoError(t, err)
 		out = append(out, s)
 	}
 	return out
-}
-
-func hasLabels(have, want map[string]string) bool {
-	for k, v := range want {
-		if have[k] != v {
-			return false
-		}
-	}
-	return true
 }
 
 // dump describes what the instances export, for failure messages.
