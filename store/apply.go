@@ -146,7 +146,7 @@ func (a *Applier) connect(ctx context.Context) error {
 		return fmt.Errorf("applier %s: connect: %w", a.key, err)
 	}
 	a.conn = conn
-	a.stmts.reset()
+	a.stmts.take() // the new connection has none of them
 	return nil
 }
 

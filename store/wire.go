@@ -55,9 +55,6 @@ func (s *statements) snapshot(qs []*pgx.QueuedQuery, into []*pgconn.StatementDes
 	return s.gen, into, true
 }
 
-// reset forgets the statements of a closed connection.
-func (s *statements) reset() { s.take() }
-
 // take forgets the statements and returns them.
 func (s *statements) take() map[string]*pgconn.StatementDescription {
 	s.mu.Lock()
