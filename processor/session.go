@@ -268,7 +268,10 @@ func (s *session) push(ftp kgo.FetchTopicPartition) {
 		if rec.Offset < next {
 			continue // already queued (a refetch)
 		}
-		e := entry{rec: rec, item: store.Item{Next: rec.Offset + 1}, recv: recv}
+		// Built in place in the reused slice: a local entry whose Event the decoder is given
+		// would escape, one allocation of the whole entry per record.
+		batch = append(batch, entry{rec: rec, item: store.Item{Next: rec.Offset + 1}, recv: recv})
+		e := &batch[len(batch)-1]
 		ev := &e.item.Event
 		if rec.Attrs.IsControl() {
 			e.item.Kind = store.ItemMarker
@@ -281,7 +284,6 @@ func (s *session) push(ftp kgo.FetchTopicPartition) {
 		}
 		e.key = newMergeKey(ev.CreatedAt, ev.Version, p.rank, rec.Partition, rec.Offset)
 		size += len(ev.Data)
-		batch = append(batch, e)
 		next = rec.Offset + 1
 	}
 	if !s.keepRecords {
