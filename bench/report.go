@@ -80,6 +80,7 @@ type results struct {
 	Command          string              `json:"command"`
 	Skipped          []string            `json:"skipped,omitempty"`
 	Growth           *growthResult       `json:"growth,omitempty"` // -growth N (growth.go)
+	Limits           *limits             `json:"limits,omitempty"` // what the machine allows (limits.go)
 }
 
 func (r *results) add(sc *scenario) {
@@ -175,13 +176,32 @@ func (r *results) summarize() {
 		"kreplay_fold / kreplay_global":              ratio("kreplay_fold", "kreplay_global"),
 		"kreplay_fold / ceiling_set":                 ratio("kreplay_fold", "ceiling_set"),
 		"kreplay_code / kreplay_global":              ratio("kreplay_code", "kreplay_global"),
+		"ceiling_set / ceiling_batch":                ratio("ceiling_set", "ceiling_batch"),
 	}
 	if g := r.growthEvents(); g > 0 {
-		for _, k := range [][2]string{{"kreplay_global", "ceiling_batch"}, {"kreplay_fold", "ceiling_batch"}, {"kreplay_fold", "ceiling_set"}} {
+		for _, k := range [][2]string{{"kreplay_global", "ceiling_batch"}, {"kreplay_fold", "ceiling_batch"}, {"kreplay_fold", "ceiling_set"}, {"ceiling_set", "ceiling_batch"}} {
 			a, b := atSize(k[0], g), atSize(k[1], g)
 			r.Ratios[a+" / "+b] = ratio(a, b)
 		}
 		r.summarizeGrowth(r.Events, g)
+	}
+	r.summarizeLimits()
+	r.summarizeSpeed()
+}
+
+// summarizeSpeed sets each scenario's host speed: the fastest run of the probe over all the
+// scenarios' medians, over this one's (1.00 for the fastest; speed.go).
+func (r *results) summarizeSpeed() {
+	fastest := 0.0
+	for _, sc := range r.Scenarios {
+		if v, ok := sc.Extra["probe_cpu_us"].(float64); ok && v > 0 && (fastest == 0 || v < fastest) {
+			fastest = v
+		}
+	}
+	for _, sc := range r.Scenarios {
+		if v, ok := sc.Extra["probe_cpu_us"].(float64); ok && v > 0 {
+			sc.setExtra("host_speed", round2(fastest/v))
+		}
 	}
 }
 
@@ -336,7 +356,11 @@ func measured(ctx context.Context, o options, fn func() *scenario) *scenario {
 		progress("CHECKPOINT: %v (going on without it)", err)
 	}
 	load := loadAverage()
+	probe := startSpeedProbe()
 	sc := fn()
+	if d := probe.stop(); d > 0 {
+		sc.setExtra("probe_cpu_us", round2(float64(d)/1e3))
+	}
 	if after, err2 := pgCheckpoint(ctx, o.dbURL, false); err == nil && err2 == nil {
 		sc.setExtra("pg_checkpoints_during", after-before)
 	}
@@ -444,13 +468,14 @@ func printTable(w io.Writer, r *results) {
 	fmt.Fprintln(w, "\nratios (same run):")
 	keys := []string{"kreplay_global / ceiling_batch", "kreplay_global / naive", "kreplay_partition / kreplay_global",
 		"kreplay_global / ceiling_consume", "kreplay_partition / ceiling_batch_parallel", "kreplay_fold / ceiling_batch", "kreplay_fold / kreplay_global",
-		"kreplay_fold / ceiling_set", "kreplay_code / kreplay_global"}
+		"kreplay_fold / ceiling_set", "kreplay_code / kreplay_global", "ceiling_set / ceiling_batch"}
+	fixed := len(keys)
 	for k := range r.Ratios {
 		if !slices.Contains(keys, k) {
 			keys = append(keys, k) // the growth size's (sorted below)
 		}
 	}
-	slices.Sort(keys[9:])
+	slices.Sort(keys[fixed:])
 	for _, k := range keys {
 		v := r.Ratios[k]
 		if v == nil {
@@ -460,6 +485,7 @@ func printTable(w io.Writer, r *results) {
 		fmt.Fprintf(w, "  %-42s %.3f\n", k, *v)
 	}
 
+	printLimits(w, r)
 	printGrowth(w, r)
 	printLatency(w, r.LiveLatency)
 
@@ -499,9 +525,9 @@ func printTable(w io.Writer, r *results) {
 // on a shared machine, "other" is someone else's load, and a run with much of it is not one to
 // quote.
 func printConditions(w io.Writer, r *results) {
-	fmt.Fprintf(w, "\nconditions (CPU seconds over the timed part; kreplay = the child, bench = this process with kfake and the baselines' clients,\nPG = the scenario's PostgreSQL backends, other = the rest of the machine: other users, PostgreSQL's background work, the kernel):\n")
+	fmt.Fprintf(w, "\nconditions (CPU seconds over the timed part; kreplay = the child, bench = this process with kfake and the baselines' clients,\nPG = the scenario's PostgreSQL backends, other = the rest of the machine: other users, PostgreSQL's background work, the kernel;\nhost speed = a fixed piece of work's CPU time in the run's fastest scenario over its time in this one: 1.00 fastest):\n")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "  scenario\tmachine busy\tkreplay\tbench\tPG\tother\tPG checkpoints\tload at start")
+	fmt.Fprintln(tw, "  scenario\tmachine busy\tkreplay\tbench\tPG\tother\tPG checkpoints\tload at start\thost speed")
 	for _, sc := range r.Scenarios {
 		if sc.Skipped || sc.Error != "" || sc.CPU == nil {
 			continue
@@ -511,14 +537,17 @@ func printConditions(w io.Writer, r *results) {
 		if sc.Extra["batch_size"] != nil {
 			kr = fmt.Sprintf("%.1f", u.Child)
 		}
-		cp, load := "-", "-"
+		cp, load, speed := "-", "-", "-"
 		if v, ok := sc.Extra["pg_checkpoints_during"]; ok {
 			cp = fmt.Sprint(v)
 		}
 		if v, ok := sc.Extra["load_average_1m_at_start"]; ok {
 			load = fmt.Sprintf("%.2f", v)
 		}
-		fmt.Fprintf(tw, "  %s\t%.0f%%\t%s\t%.1f\t%.1f\t%.1f\t%s\t%s\n", sc.Name, u.Busy*100, kr, u.Bench, u.Postgres, u.Other, cp, load)
+		if v, ok := sc.Extra["host_speed"]; ok {
+			speed = fmt.Sprintf("%.2f", v)
+		}
+		fmt.Fprintf(tw, "  %s\t%.0f%%\t%s\t%.1f\t%.1f\t%.1f\t%s\t%s\t%s\n", sc.Name, u.Busy*100, kr, u.Bench, u.Postgres, u.Other, cp, load, speed)
 	}
 	_ = tw.Flush()
 }
