@@ -11,19 +11,21 @@ import (
 // CPUs: its wall time is then its CPU time over the cores.
 const saturated = 0.9
 
-// limits are what the run's own ceilings say a replay could reach on this machine, so that a
-// ratio short of its target can be told from a target beyond the machine (docs/PERFORMANCE.md,
-// "What two cores allow").
+// limits are what the run's own scenarios say about the room a replay has on this machine, so
+// that a ratio short of its target can be read against it (docs/PERFORMANCE.md, "What two cores
+// allow").
 type limits struct {
-	// PartitionBound is the largest kreplay_partition / ceiling_batch_parallel a replay could
-	// reach here: set when ceiling_batch_parallel kept the machine's CPUs busy (>= saturated).
-	// Such a replay does the ceiling's work plus what no replay can skip: reading every record
-	// from the broker, which shares the cores, and decoding it (ceiling_consume's CPU). On a
-	// saturated machine, times are CPU over cores, so the ratio is at most C / (C + K).
-	PartitionBound *float64 `json:"partition_bound,omitempty"`
-	CeilingCPU     float64  `json:"partition_bound_ceiling_cpu_seconds,omitempty"` // C: ceiling_batch_parallel's bench and PostgreSQL CPU
-	ConsumeCPU     float64  `json:"partition_bound_consume_cpu_seconds,omitempty"` // K: ceiling_consume's CPU (kfake serving, franz-go, the decoder)
-	CeilingBusy    float64  `json:"partition_bound_ceiling_busy,omitempty"`
+	// PartitionReference is the kreplay_partition / ceiling_batch_parallel of a replay that
+	// cost the ceiling's CPU plus what a replay adds at the least: reading every record from
+	// the broker, which shares the CPUs here, and decoding it (ceiling_consume's CPU), and
+	// nothing else (no checkpoint, no merge queue, no group). Set when ceiling_batch_parallel
+	// kept the CPUs busy (>= saturated): a time is then CPU time over the CPUs, and that
+	// replay's ratio is C / (C + K). It is a reference, not a proven bound: a replay could
+	// encode its statements with less CPU than the ceiling's pgx.Batch does.
+	PartitionReference *float64 `json:"partition_reference,omitempty"`
+	CeilingCPU         float64  `json:"partition_reference_ceiling_cpu_seconds,omitempty"` // C: ceiling_batch_parallel's bench and PostgreSQL CPU
+	ConsumeCPU         float64  `json:"partition_reference_consume_cpu_seconds,omitempty"` // K: ceiling_consume's CPU (kfake serving, franz-go, the decoder)
+	CeilingBusy        float64  `json:"partition_reference_ceiling_busy,omitempty"`
 	// SetOverBatch is ceiling_set / ceiling_batch: a fold that ran at its set-based ceiling
 	// would be this many times ceiling_batch.
 	SetOverBatch *float64 `json:"ceiling_set_over_ceiling_batch,omitempty"`
@@ -52,11 +54,11 @@ func (r *results) summarizeLimits() {
 		k := consume.CPU.Bench + consume.CPU.Postgres
 		if c > 0 {
 			v := math.Round(c/(c+k)*1000) / 1000
-			l.PartitionBound, l.CeilingCPU, l.ConsumeCPU, l.CeilingBusy = &v, round2(c), round2(k), ceiling.CPU.Busy
+			l.PartitionReference, l.CeilingCPU, l.ConsumeCPU, l.CeilingBusy = &v, round2(c), round2(k), ceiling.CPU.Busy
 		}
 	}
 	l.SetOverBatch = r.Ratios["ceiling_set / ceiling_batch"]
-	if l.PartitionBound == nil && l.SetOverBatch == nil && len(l.StartupSeconds) == 0 {
+	if l.PartitionReference == nil && l.SetOverBatch == nil && len(l.StartupSeconds) == 0 {
 		return
 	}
 	r.Limits = l
@@ -69,10 +71,11 @@ func printLimits(w io.Writer, r *results) {
 		return
 	}
 	fmt.Fprintln(w, "\nwhat this machine allows (same run; docs/PERFORMANCE.md, \"What two cores allow\"):")
-	if l.PartitionBound != nil {
-		fmt.Fprintf(w, "  kreplay_partition / ceiling_batch_parallel can reach at most %.3f: the ceiling kept the CPUs %.0f%% busy with %.1f CPU-s,\n"+
-			"    and a replay also reads and decodes every record from the broker on the same CPUs (ceiling_consume: %.1f CPU-s)\n",
-			*l.PartitionBound, 100*l.CeilingBusy, l.CeilingCPU, l.ConsumeCPU)
+	if l.PartitionReference != nil {
+		fmt.Fprintf(w, "  kreplay_partition / ceiling_batch_parallel of a replay that cost only the ceiling's CPU and consuming's: %.3f\n"+
+			"    (the ceiling kept the CPUs %.0f%% busy with %.1f CPU-s; reading and decoding every record from the broker on the same CPUs,\n"+
+			"    ceiling_consume, took %.1f CPU-s; no checkpoint, queue or group counted)\n",
+			*l.PartitionReference, 100*l.CeilingBusy, l.CeilingCPU, l.ConsumeCPU)
 	}
 	if l.SetOverBatch != nil {
 		fmt.Fprintf(w, "  ceiling_set / ceiling_batch = %.3f: a fold at its set-based ceiling would be this many times ceiling_batch\n", *l.SetOverBatch)
