@@ -504,8 +504,12 @@ func printTable(w io.Writer, r *results) {
 					held += " (" + ph.LongReaderError + ")"
 				}
 			}
-			fmt.Fprintf(tw, "  %s\t%s->%s\t%s\t%d\t%.1f\t%.0f\t%.2f\t%.2f\t%.1f (%+.0fms)\t%.1f\t%d\t%d/%d\t%s\n", ph.Name, ph.From, ph.To, map[bool]string{true: "yes", false: "no"}[ph.Routed], ph.Attempts,
-				ph.SwapMS, ph.CallMS, ph.ReaderP50MS, ph.ReaderP99MS, ph.ReaderMaxMS, ph.ReaderMaxAtMS, ph.DuringSwapMaxMS, ph.OverLockTimeout,
+			swap := fmt.Sprintf("%s->%s\t%s\t%d\t%.1f\t%.0f", ph.From, ph.To, map[bool]string{true: "yes", false: "no"}[ph.Routed], ph.Attempts, ph.SwapMS, ph.CallMS)
+			if ph.Kind == idleKind {
+				swap = "(none)\t-\t-\t-\t-"
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%.2f\t%.2f\t%.1f (%+.0fms)\t%.1f\t%d\t%d/%d\t%s\n", ph.Name, swap,
+				ph.ReaderP50MS, ph.ReaderP99MS, ph.ReaderMaxMS, ph.ReaderMaxAtMS, ph.DuringSwapMaxMS, ph.OverLockTimeout,
 				ph.ReaderErrors, ph.ReaderQueries, held)
 		}
 		_ = tw.Flush()
