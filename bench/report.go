@@ -199,8 +199,10 @@ func (r *results) summarizeSpeed() {
 		}
 	}
 	for _, sc := range r.Scenarios {
-		if v, ok := sc.Extra["probe_cpu_us"].(float64); ok && v > 0 {
-			sc.setExtra("host_speed", round2(fastest/v))
+		for _, k := range []string{"", "_first_third", "_last_third"} {
+			if v, ok := sc.Extra["probe_cpu_us"+k].(float64); ok && v > 0 {
+				sc.setExtra("host_speed"+k, round2(fastest/v))
+			}
 		}
 	}
 }
@@ -358,8 +360,12 @@ func measured(ctx context.Context, o options, fn func() *scenario) *scenario {
 	load := loadAverage()
 	probe := startSpeedProbe()
 	sc := fn()
-	if d := probe.stop(); d > 0 {
-		sc.setExtra("probe_cpu_us", round2(float64(d)/1e3))
+	if pr := probe.stop(); pr.all > 0 {
+		sc.setExtra("probe_cpu_us", round2(float64(pr.all)/1e3))
+		if pr.first > 0 && pr.last > 0 {
+			sc.setExtra("probe_cpu_us_first_third", round2(float64(pr.first)/1e3))
+			sc.setExtra("probe_cpu_us_last_third", round2(float64(pr.last)/1e3))
+		}
 	}
 	if after, err2 := pgCheckpoint(ctx, o.dbURL, false); err == nil && err2 == nil {
 		sc.setExtra("pg_checkpoints_during", after-before)
@@ -529,7 +535,7 @@ func printTable(w io.Writer, r *results) {
 // on a shared machine, "other" is someone else's load, and a run with much of it is not one to
 // quote.
 func printConditions(w io.Writer, r *results) {
-	fmt.Fprintf(w, "\nconditions (CPU seconds over the timed part; kreplay = the child, bench = this process with kfake and the baselines' clients,\nPG = the scenario's PostgreSQL backends, other = the rest of the machine: other users, PostgreSQL's background work, the kernel;\nhost speed = a fixed piece of work's CPU time in the run's fastest scenario over its time in this one: 1.00 fastest):\n")
+	fmt.Fprintf(w, "\nconditions (CPU seconds over the timed part; kreplay = the child, bench = this process with kfake and the baselines' clients,\nPG = the scenario's PostgreSQL backends, other = the rest of the machine: other users, PostgreSQL's background work, the kernel;\nhost speed = a fixed piece of work's CPU time in the run's fastest scenario over its time in this one, 1.00 fastest,\nand in brackets the same over the first and the last third of the scenario's time):\n")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "  scenario\tmachine busy\tkreplay\tbench\tPG\tother\tPG checkpoints\tload at start\thost speed")
 	for _, sc := range r.Scenarios {
@@ -550,6 +556,9 @@ func printConditions(w io.Writer, r *results) {
 		}
 		if v, ok := sc.Extra["host_speed"]; ok {
 			speed = fmt.Sprintf("%.2f", v)
+			if f, ok := sc.Extra["host_speed_first_third"]; ok {
+				speed += fmt.Sprintf(" (%.2f -> %.2f)", f, sc.Extra["host_speed_last_third"])
+			}
 		}
 		fmt.Fprintf(tw, "  %s\t%.0f%%\t%s\t%.1f\t%.1f\t%.1f\t%s\t%s\t%s\n", sc.Name, u.Busy*100, kr, u.Bench, u.Postgres, u.Other, cp, load, speed)
 	}

@@ -19,15 +19,27 @@ import (
 
 const (
 	probeEvery = 200 * time.Millisecond
-	probeWords = 1 << 15 // 256 KiB: the probe walks memory in cache, not only registers
-	probeSteps = 1 << 18
+	probeWords = 1 << 20 // 8 MiB: beyond a core's L2, within the shared L3, so that a neighbour's use of the shared cache shows too
+	probeSteps = 1 << 16
 )
 
 // speedProbe samples the host's speed until stop.
 type speedProbe struct {
 	done    chan struct{}
 	wg      sync.WaitGroup
-	samples []time.Duration // the CPU time of each run of the work
+	samples []probeSample
+}
+
+// probeSample is one run of the probe's work: when it ran and the CPU time it took.
+type probeSample struct {
+	at  time.Time
+	cpu time.Duration
+}
+
+// probeResult is the median CPU time of the probe's work over a scenario, and over its first
+// and last third (of time): a host that slowed down in the middle of a scenario shows there.
+type probeResult struct {
+	all, first, last time.Duration
 }
 
 func startSpeedProbe() *speedProbe {
@@ -42,7 +54,7 @@ func startSpeedProbe() *speedProbe {
 		defer t.Stop()
 		for {
 			if d, ok := probeWork(mem); ok {
-				p.samples = append(p.samples, d)
+				p.samples = append(p.samples, probeSample{at: time.Now(), cpu: d})
 			}
 			select {
 			case <-p.done:
@@ -54,15 +66,35 @@ func startSpeedProbe() *speedProbe {
 	return p
 }
 
-// stop ends the probe and returns the median CPU time of its runs, 0 if it had none.
-func (p *speedProbe) stop() time.Duration {
+// stop ends the probe and returns the medians of its runs (zero without runs).
+func (p *speedProbe) stop() probeResult {
 	close(p.done)
 	p.wg.Wait()
 	if len(p.samples) == 0 {
+		return probeResult{}
+	}
+	from, to := p.samples[0].at, p.samples[len(p.samples)-1].at
+	third := to.Sub(from) / 3
+	var all, first, last []time.Duration
+	for _, s := range p.samples {
+		all = append(all, s.cpu)
+		switch {
+		case s.at.Before(from.Add(third)):
+			first = append(first, s.cpu)
+		case !s.at.Before(to.Add(-third)):
+			last = append(last, s.cpu)
+		}
+	}
+	return probeResult{all: median(all), first: median(first), last: median(last)}
+}
+
+// median is the median of ds, 0 for none.
+func median(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
 		return 0
 	}
-	slices.Sort(p.samples)
-	return p.samples[len(p.samples)/2]
+	slices.Sort(ds)
+	return ds[len(ds)/2]
 }
 
 // sink keeps the compiler from removing the probe's work.
