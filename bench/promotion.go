@@ -156,8 +156,12 @@ func promotion(ctx context.Context, o options, c *cluster, res *promotionResult)
 		ph.CallMS = ms(t1.Sub(t0))
 		rd.stats(&ph, from, time.Now(), t0, t1, cfg.Postgres.LockTimeout)
 		res.Phases = append(res.Phases, ph)
-		progress("  %s: %s -> %s, %d attempt(s), swap %.1fms (routed: %v), call %.0fms, readers max %.1fms during the swap",
-			name, ph.From, ph.To, ph.Attempts, ph.SwapMS, ph.Routed, ph.CallMS, ph.DuringSwapMaxMS)
+		if call == nil {
+			progress("  %s: no swap, readers max %.1fms over the window", name, ph.ReaderMaxMS)
+		} else {
+			progress("  %s: %s -> %s, %d attempt(s), swap %.1fms (routed: %v), call %.0fms, readers max %.1fms during the swap",
+				name, ph.From, ph.To, ph.Attempts, ph.SwapMS, ph.Routed, ph.CallMS, ph.DuringSwapMaxMS)
+		}
 		return nil
 	}
 
