@@ -98,9 +98,6 @@ func median(ds []time.Duration) time.Duration {
 	return ds[len(ds)/2]
 }
 
-// sink keeps the compiler from removing the probe's work.
-var sink uint64
-
 // probeWork runs the fixed work and returns the CPU time it took on this thread.
 func probeWork(mem []uint64) (time.Duration, bool) {
 	var a, b unix.Timespec
@@ -115,7 +112,6 @@ func probeWork(mem []uint64) (time.Duration, bool) {
 		x ^= x << 17
 		mem[x&mask] += x
 	}
-	sink += x
 	if unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &b) != nil {
 		return 0, false
 	}
