@@ -64,13 +64,13 @@ func (r *results) summarizeLimits() {
 	r.Limits = l
 }
 
-// printLimits prints what the machine allows beside the ratios.
+// printLimits prints the run's references beside the ratios.
 func printLimits(w io.Writer, r *results) {
 	l := r.Limits
 	if l == nil {
 		return
 	}
-	fmt.Fprintln(w, "\nwhat this machine allows (same run; docs/PERFORMANCE.md, \"What two cores allow\"):")
+	fmt.Fprintln(w, "\nreferences from this run (docs/PERFORMANCE.md, \"What two cores allow\"):")
 	if l.PartitionReference != nil {
 		fmt.Fprintf(w, "  kreplay_partition / ceiling_batch_parallel of a replay that cost only the ceiling's CPU and consuming's: %.3f\n"+
 			"    (the ceiling kept the CPUs %.0f%% busy with %.1f CPU-s; reading and decoding every record from the broker on the same CPUs,\n"+

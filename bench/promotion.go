@@ -18,10 +18,12 @@ import (
 	"github.com/kreplay/kreplay/topology"
 )
 
-// swapPhase is one swap of the live version measured under readers.
+// swapPhase is one swap of the live version measured under readers, or the idle phase (Kind
+// idleKind: the same window without a swap; its swap fields are zero, and its DuringSwap figures
+// are the queries in flight at the window's middle).
 type swapPhase struct {
 	Name       string `json:"name"`
-	Kind       string `json:"kind"` // promote | rollback
+	Kind       string `json:"kind"` // promote | rollback | none (idleKind)
 	From       string `json:"from"`
 	To         string `json:"to"`
 	LongReader bool   `json:"long_reader"`

@@ -514,8 +514,12 @@ func printTable(w io.Writer, r *results) {
 			if ph.Kind == idleKind {
 				swap = "(none)\t-\t-\t-\t-"
 			}
-			fmt.Fprintf(tw, "  %s\t%s\t%.2f\t%.2f\t%.1f (%+.0fms)\t%.1f\t%d\t%d/%d\t%s\n", ph.Name, swap,
-				ph.ReaderP50MS, ph.ReaderP99MS, ph.ReaderMaxMS, ph.ReaderMaxAtMS, ph.DuringSwapMaxMS, ph.OverLockTimeout,
+			during := fmt.Sprintf("%.1f", ph.DuringSwapMaxMS)
+			if ph.Kind == idleKind {
+				during = "-"
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%.2f\t%.2f\t%.1f (%+.0fms)\t%s\t%d\t%d/%d\t%s\n", ph.Name, swap,
+				ph.ReaderP50MS, ph.ReaderP99MS, ph.ReaderMaxMS, ph.ReaderMaxAtMS, during, ph.OverLockTimeout,
 				ph.ReaderErrors, ph.ReaderQueries, held)
 		}
 		_ = tw.Flush()
@@ -535,7 +539,7 @@ func printTable(w io.Writer, r *results) {
 // on a shared machine, "other" is someone else's load, and a run with much of it is not one to
 // quote.
 func printConditions(w io.Writer, r *results) {
-	fmt.Fprintf(w, "\nconditions (CPU seconds over the timed part; kreplay = the child, bench = this process with kfake and the baselines' clients,\nPG = the scenario's PostgreSQL backends, other = the rest of the machine: other users, PostgreSQL's background work, the kernel;\nhost speed = a fixed piece of work's CPU time in the run's fastest scenario over its time in this one, 1.00 fastest,\nand in brackets the same over the first and the last third of the scenario's time):\n")
+	fmt.Fprintf(w, "\nconditions (CPU seconds over the timed part; kreplay = the child, bench = this process with kfake and the baselines' clients,\nPG = the scenario's PostgreSQL backends, other = the rest of the machine: other users, PostgreSQL's background work, the kernel;\nhost speed = a fixed piece of work's CPU time in the run's fastest scenario over its time in this one, 1.00 fastest,\nand in brackets the same over the first and the last third of the scenario's time; setup and checks included):\n")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "  scenario\tmachine busy\tkreplay\tbench\tPG\tother\tPG checkpoints\tload at start\thost speed")
 	for _, sc := range r.Scenarios {

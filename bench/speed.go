@@ -15,7 +15,8 @@ import (
 // ratio of two scenarios run at different speeds measures the host, not kreplay. So while each
 // scenario runs, a probe times a fixed piece of work every probeEvery in the CPU time of its own
 // thread (time it waited for a CPU does not count): the same work taking longer means a slower
-// host. The probe costs under 0.5% of one CPU.
+// host. The probe costs about 0.5% of one CPU. It runs over the whole scenario (setup and checks
+// included), not only over its timed part.
 
 const (
 	probeEvery = 200 * time.Millisecond
@@ -50,17 +51,17 @@ func startSpeedProbe() *speedProbe {
 		runtime.LockOSThread() // the thread's CPU clock measures this goroutine only
 		defer runtime.UnlockOSThread()
 		mem := make([]uint64, probeWords)
-		probeWork(mem) // not kept: the first run faults the memory in
+		probeWork(mem) // not kept: the first run faults the memory in (and the next one would find it in cache)
 		t := time.NewTicker(probeEvery)
 		defer t.Stop()
 		for {
-			if d, ok := probeWork(mem); ok {
-				p.samples = append(p.samples, probeSample{at: time.Now(), cpu: d})
-			}
 			select {
 			case <-p.done:
 				return
 			case <-t.C:
+			}
+			if d, ok := probeWork(mem); ok {
+				p.samples = append(p.samples, probeSample{at: time.Now(), cpu: d})
 			}
 		}
 	}()
